@@ -1,0 +1,235 @@
+"""Basic layers: ``Linear``, ``Dropout``, ``Flatten``, ``Identity``.
+
+Each layer pairs a pure ``*_forward`` / ``*_backward`` kernel with a thin module
+that keeps the forward cache.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from handgrad.nn import init as initialisers
+from handgrad.nn._validation import check_features, check_float_array, check_same_shape
+from handgrad.nn.module import Module
+from handgrad.nn.parameter import Parameter
+
+Initialiser = Callable[..., np.ndarray]
+
+
+# -- kernels ------------------------------------------------------------------
+
+
+def linear_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
+    """``out = x @ w.T + b``.
+
+    Shape: x ``(N, *, D_in)``, w ``(D_out, D_in)``, b ``(D_out,)`` -> ``(N, *, D_out)``.
+    """
+    out = x @ w.T
+    if b is not None:
+        out += b  # out is a fresh array, so this writes into nothing we were given
+    return out
+
+
+def linear_backward(
+    dout: np.ndarray, x: np.ndarray, w: np.ndarray, with_bias: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Gradients of ``out = x @ w.T + b``: returns ``(dx, dw, db)``."""
+    d_out = w.shape[0]
+    dout2 = dout.reshape(-1, d_out)  # (M, D_out), M = N * prod(*)
+    x2 = x.reshape(-1, w.shape[1])  # (M, D_in)
+    dx = dout @ w  # (N, *, D_in)
+    dw = dout2.T @ x2  # (D_out, D_in)
+    db = dout2.sum(axis=0) if with_bias else None  # (D_out,)
+    return dx, dw, db
+
+
+def dropout_mask(
+    shape: tuple[int, ...], p: float, rng: np.random.Generator, dtype: np.dtype
+) -> np.ndarray:
+    """Inverted-dropout mask: 0 with probability ``p``, else ``1 / (1 - p)``."""
+    keep = rng.random(shape) >= p
+    return keep.astype(dtype) * dtype.type(1.0 / (1.0 - p))
+
+
+# -- modules --------------------------------------------------------------------
+
+
+def _default_rng(rng: np.random.Generator | int | None) -> np.random.Generator:
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if rng is None or isinstance(rng, (int, np.integer)):
+        return np.random.default_rng(rng)
+    raise TypeError(
+        f"rng must be a numpy.random.Generator, an int seed or None, got {type(rng).__name__}"
+    )
+
+
+class Linear(Module):
+    """Fully connected layer ``y = x W^T + b``.
+
+    Parameters
+    ----------
+    in_features, out_features : int
+        Sizes of each input and output sample.
+    bias : bool
+        Learn an additive bias (default True).
+    rng : numpy.random.Generator or int, optional
+        Source of the initial weights. Pass one (or a seed) for reproducible runs.
+    weight_init : callable, optional
+        ``f(shape, rng, dtype=...) -> ndarray``; default He (Kaiming) uniform for
+        ReLU networks, ``U(-b, b)`` with ``b = sqrt(6 / in_features)``.
+    bias_init : callable, optional
+        ``f(shape, dtype=...) -> ndarray``; default zeros.
+    dtype : numpy dtype
+        float32 (default) or float64.
+
+    Shape
+    -----
+    ``(N, *, in_features) -> (N, *, out_features)``
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        rng: np.random.Generator | int | None = None,
+        weight_init: Initialiser | None = None,
+        bias_init: Initialiser | None = None,
+        dtype: np.dtype | type = np.float32,
+    ) -> None:
+        super().__init__()
+        if int(in_features) <= 0 or int(out_features) <= 0:
+            raise ValueError(
+                f"Linear needs positive sizes, got in_features={in_features}, "
+                f"out_features={out_features}"
+            )
+        self.in_features = int(in_features)
+        self.out_features = int(out_features)
+        self.dtype = np.dtype(dtype)
+        generator = _default_rng(rng)
+        shape = (self.out_features, self.in_features)
+        w_init = weight_init or initialisers.kaiming_uniform
+        self.weight = Parameter(w_init(shape, generator, dtype=self.dtype))
+        b_init = bias_init or initialisers.zeros
+        self.bias: Parameter | None = (
+            Parameter(b_init((self.out_features,), dtype=self.dtype)) if bias else None
+        )
+        self._cache: np.ndarray | None = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        check_features(x, "Linear.forward", self.in_features, self.weight.dtype)
+        self._cache = x
+        return linear_forward(x, self.weight.data, None if self.bias is None else self.bias.data)
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        x = self._cached(self._cache)
+        check_same_shape(dout, (*x.shape[:-1], self.out_features), "Linear.backward")
+        dx, dw, db = linear_backward(dout, x, self.weight.data, self.bias is not None)
+        self.weight.grad += dw
+        if self.bias is not None and db is not None:
+            self.bias.grad += db
+        return dx
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"bias={self.bias is not None}"
+        )
+
+
+class Dropout(Module):
+    """Inverted dropout: zero each element with probability ``p`` and scale the rest
+    by ``1 / (1 - p)`` in training; the identity in evaluation mode.
+
+    Parameters
+    ----------
+    p : float
+        Drop probability, ``0 <= p < 1``.
+    rng : numpy.random.Generator or int, optional
+        Source of the masks.
+
+    Shape
+    -----
+    any -> same
+    """
+
+    def __init__(self, p: float = 0.5, *, rng: np.random.Generator | int | None = None) -> None:
+        super().__init__()
+        if not (isinstance(p, (int, float)) and 0.0 <= p < 1.0) or math.isnan(p):
+            raise ValueError(f"Dropout probability must be in [0, 1), got {p!r}")
+        self.p = float(p)
+        self.rng = _default_rng(rng)
+        self._mask: np.ndarray | None = None
+        self._shape: tuple[int, ...] | None = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        check_float_array(x, "Dropout.forward")
+        self._shape = x.shape
+        if not self.training or self.p == 0.0:
+            self._mask = None
+            return x
+        self._mask = dropout_mask(x.shape, self.p, self.rng, x.dtype)
+        return x * self._mask
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        shape = self._cached(self._shape)
+        check_same_shape(dout, shape, "Dropout.backward")
+        if self._mask is None:
+            return dout
+        return dout * self._mask
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class Flatten(Module):
+    """Flatten all axes after the batch axis (``start_dim=1``).
+
+    Shape
+    -----
+    ``(N, d1, d2, ...) -> (N, d1 * d2 * ...)``
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._shape: tuple[int, ...] | None = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        check_float_array(x, "Flatten.forward")
+        if x.ndim < 1:
+            raise ValueError("Flatten.forward needs at least a batch axis, got a 0-d array")
+        self._shape = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        shape = self._cached(self._shape)
+        check_same_shape(dout, (shape[0], math.prod(shape[1:])), "Flatten.backward")
+        return dout.reshape(shape)
+
+
+class Identity(Module):
+    """Returns its input unchanged (a placeholder in a ``Sequential``).
+
+    Shape
+    -----
+    any -> same
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__()
+        self._shape: tuple[int, ...] | None = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        check_float_array(x, "Identity.forward")
+        self._shape = x.shape
+        return x
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        shape = self._cached(self._shape)
+        return check_same_shape(dout, shape, "Identity.backward")

@@ -1,0 +1,268 @@
+"""``Module`` and ``Sequential``: the containers every layer is built from.
+
+A module owns its :class:`~handgrad.nn.Parameter` objects, keeps a small cache
+from ``forward`` for ``backward``, and knows whether it is training. The
+attribute bookkeeping follows PyTorch: assigning a ``Parameter`` or a
+``Module`` to an attribute registers it, in order, so ``named_parameters()``
+and ``state_dict()`` produce names such as ``"0.weight"``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+
+from handgrad.nn.parameter import Parameter
+
+
+class Module:
+    """Base class of every layer, activation and network.
+
+    Subclasses implement :meth:`forward` (cache what backward needs) and
+    :meth:`backward` (return the gradient w.r.t. the input and *accumulate*
+    parameter gradients with ``+=``).
+    """
+
+    training: bool
+
+    def __init__(self) -> None:
+        object.__setattr__(self, "_parameters", {})
+        object.__setattr__(self, "_buffers", {})
+        object.__setattr__(self, "_modules", {})
+        object.__setattr__(self, "training", True)
+
+    # -- attribute registration -------------------------------------------------
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if "_parameters" not in self.__dict__:
+            raise AttributeError(
+                f"{type(self).__name__}.__init__ must call super().__init__() before "
+                "assigning attributes"
+            )
+        for table in (self._parameters, self._buffers, self._modules):
+            table.pop(name, None)
+        if isinstance(value, Parameter):
+            self._parameters[name] = value
+        elif isinstance(value, Module):
+            self._modules[name] = value
+        else:
+            object.__setattr__(self, name, value)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached when normal lookup fails: parameters, buffers, submodules.
+        for table in ("_parameters", "_buffers", "_modules"):
+            entries = self.__dict__.get(table)
+            if entries is not None and name in entries:
+                return entries[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        for table in (self._parameters, self._buffers, self._modules):
+            if name in table:
+                del table[name]
+                return
+        object.__delattr__(self, name)
+
+    def register_buffer(self, name: str, value: np.ndarray) -> None:
+        """Register non-trainable state (e.g. running statistics) saved in ``state_dict``."""
+        for table in (self._parameters, self._modules):
+            table.pop(name, None)
+        self.__dict__.pop(name, None)
+        self._buffers[name] = value
+
+    def add_module(self, name: str, module: Module) -> None:
+        """Register ``module`` under ``name`` (used by containers)."""
+        if not isinstance(module, Module):
+            raise TypeError(f"{name!r} must be a Module, got {type(module).__name__}")
+        setattr(self, name, module)
+
+    # -- computation ------------------------------------------------------------
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Compute the output and cache what :meth:`backward` needs."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement forward")
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        """Return ``dL/dx`` given ``dout = dL/dout``; accumulate parameter gradients."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement backward")
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.forward(x)
+
+    def _cached(self, cache: Any) -> Any:
+        """Return ``cache`` or raise the error for a backward without a forward."""
+        if cache is None:
+            raise RuntimeError(
+                f"{type(self).__name__}.backward() called before forward(): "
+                "run a forward pass first"
+            )
+        return cache
+
+    # -- traversal --------------------------------------------------------------
+
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
+        yield prefix, self
+        for name, child in self._modules.items():
+            yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
+
+    def modules(self) -> Iterator[Module]:
+        for _, module in self.named_modules():
+            yield module
+
+    def children(self) -> Iterator[Module]:
+        yield from self._modules.values()
+
+    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
+        seen: set[int] = set()
+        for mod_name, module in self.named_modules(prefix):
+            for name, param in module._parameters.items():
+                if id(param) in seen:
+                    continue
+                seen.add(id(param))
+                yield (f"{mod_name}.{name}" if mod_name else name), param
+
+    def parameters(self) -> Iterator[Parameter]:
+        for _, param in self.named_parameters():
+            yield param
+
+    def named_buffers(self, prefix: str = "") -> Iterator[tuple[str, np.ndarray]]:
+        for mod_name, module in self.named_modules(prefix):
+            for name, buf in module._buffers.items():
+                yield (f"{mod_name}.{name}" if mod_name else name), buf
+
+    def num_parameters(self) -> int:
+        """Total number of trainable scalars."""
+        return sum(p.size for p in self.parameters())
+
+    # -- state ------------------------------------------------------------------
+
+    def zero_grad(self) -> None:
+        for param in self.parameters():
+            param.zero_grad()
+
+    def train(self, mode: bool = True) -> Module:
+        """Set training mode (``mode=True``) or evaluation mode, recursively."""
+        for module in self.modules():
+            object.__setattr__(module, "training", bool(mode))
+        return self
+
+    def eval(self) -> Module:
+        """Evaluation mode: dropout off, batch norm uses running statistics."""
+        return self.train(False)
+
+    def to(self, dtype: np.dtype | type) -> Module:
+        """Convert every parameter and floating buffer to ``dtype``."""
+        dt = np.dtype(dtype)
+        if not np.issubdtype(dt, np.floating):
+            raise TypeError(f"Module.to needs a floating dtype, got {dt}")
+        for module in self.modules():
+            for param in module._parameters.values():
+                param.astype(dt)
+            for name, buf in module._buffers.items():
+                if np.issubdtype(buf.dtype, np.floating):
+                    module._buffers[name] = buf.astype(dt)
+            module._on_dtype_change(dt)
+        return self
+
+    def _on_dtype_change(self, dtype: np.dtype) -> None:
+        """Hook for modules that keep a dtype attribute of their own."""
+        if "dtype" in self.__dict__:
+            object.__setattr__(self, "dtype", dtype)
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Copies of every parameter and buffer, keyed ``"<module path>.<name>"``."""
+        state = {name: p.data.copy() for name, p in self.named_parameters()}
+        state.update({name: np.array(b, copy=True) for name, b in self.named_buffers()})
+        return state
+
+    def load_state_dict(self, state_dict: Mapping[str, np.ndarray], strict: bool = True) -> None:
+        """Copy values from ``state_dict`` into this module's parameters and buffers.
+
+        Raises ``KeyError`` naming missing/unexpected keys (when ``strict``) and
+        ``ValueError`` naming any shape mismatch. Nothing is changed on error.
+        """
+        targets: dict[str, tuple[Module, str, bool]] = {}
+        for mod_name, module in self.named_modules():
+            for name in module._parameters:
+                targets[f"{mod_name}.{name}" if mod_name else name] = (module, name, True)
+            for name in module._buffers:
+                targets[f"{mod_name}.{name}" if mod_name else name] = (module, name, False)
+        missing = [k for k in targets if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in targets]
+        if strict and (missing or unexpected):
+            parts = []
+            if missing:
+                parts.append(f"missing keys {missing}")
+            if unexpected:
+                parts.append(f"unexpected keys {unexpected}")
+            raise KeyError(f"load_state_dict for {type(self).__name__}: " + "; ".join(parts))
+        updates: list[tuple[Module, str, bool, np.ndarray]] = []
+        for key, (module, name, is_param) in targets.items():
+            if key not in state_dict:
+                continue
+            value = np.asarray(state_dict[key])
+            current = module._parameters[name].data if is_param else module._buffers[name]
+            if value.shape != current.shape:
+                raise ValueError(
+                    f"load_state_dict: {key!r} has shape {value.shape} in the state dict "
+                    f"but {current.shape} in the model"
+                )
+            updates.append((module, name, is_param, value.astype(current.dtype, copy=True)))
+        for module, name, is_param, value in updates:
+            if is_param:
+                module._parameters[name].data = value
+                module._parameters[name].grad = np.zeros_like(value)
+            else:
+                module._buffers[name] = value
+
+    # -- display ----------------------------------------------------------------
+
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        lines = [
+            f"({name}): {child!r}".replace("\n", "\n  ") for name, child in self._modules.items()
+        ]
+        head = f"{type(self).__name__}({self.extra_repr()}"
+        if not lines:
+            return head + ")"
+        return head + "\n  " + "\n  ".join(lines) + "\n)"
+
+
+class Sequential(Module):
+    """Modules applied in order; backward runs them in reverse.
+
+    Shape: whatever the first module takes -> whatever the last returns.
+    """
+
+    def __init__(self, *modules: Module) -> None:
+        super().__init__()
+        for i, module in enumerate(modules):
+            self.add_module(str(i), module)
+
+    def append(self, module: Module) -> Sequential:
+        self.add_module(str(len(self._modules)), module)
+        return self
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self._modules.values())
+
+    def __getitem__(self, index: int) -> Module:
+        modules = list(self._modules.values())
+        return modules[index]
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        for module in self._modules.values():
+            x = module.forward(x)
+        return x
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        for module in reversed(self._modules.values()):
+            dout = module.backward(dout)
+        return dout
