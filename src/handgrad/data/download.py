@@ -1,0 +1,123 @@
+"""Checked, atomic downloads with mirror fallback (standard library ``urllib`` only).
+
+A file is streamed into a temporary file in the destination directory, its
+*decompressed* payload is hashed, and only a file with the expected SHA-256 is
+renamed into place. Hashing the payload rather than the ``.gz`` bytes means a
+mirror that re-compressed the same data still verifies.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import http.client
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+
+from handgrad.data.errors import DataError
+
+_CHUNK = 1 << 20
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def payload_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of the file's contents, decompressed first if it is a gzip stream.
+
+    Streams in 1 MiB chunks, so memory stays flat whatever the file size.
+    """
+    path = Path(path)
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        gzipped = f.read(2) == _GZIP_MAGIC
+    try:
+        with gzip.open(path, "rb") if gzipped else open(path, "rb") as f:
+            while chunk := f.read(_CHUNK):
+                digest.update(chunk)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise DataError(f"{path}: corrupt gzip stream ({exc})") from exc
+    return digest.hexdigest()
+
+
+def _describe(exc: BaseException) -> str:
+    """One line for a failed request: 'HTTP Error 404: Not Found', 'Connection refused'."""
+    if isinstance(exc, urllib.error.HTTPError):
+        return f"HTTP Error {exc.code}: {exc.reason}"
+    if isinstance(exc, urllib.error.URLError):
+        reason = exc.reason
+        if isinstance(reason, OSError) and reason.strerror:
+            return reason.strerror
+        return str(reason)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def download_verified(
+    urls: Sequence[str],
+    target: str | os.PathLike[str],
+    sha256: str,
+    *,
+    timeout: float = 30.0,
+    hint: str = "",
+) -> Path:
+    """Fetch the first of ``urls`` whose payload has SHA-256 ``sha256`` into ``target``.
+
+    Each URL is tried in order; a network error, HTTP error, corrupt gzip stream
+    or checksum mismatch moves on to the next. The temporary file is removed on
+    every failure, so nothing half-downloaded is ever left behind.
+
+    Parameters
+    ----------
+    urls : sequence of str
+        Candidate locations of the same file, best first.
+    target : str or path-like
+        Final path; its directory must exist.
+    sha256 : str
+        Expected hex SHA-256 of the decompressed payload.
+    timeout : float
+        Seconds to wait for each connection and read.
+    hint : str
+        Appended to the error message (e.g. where to put the file by hand).
+
+    Raises
+    ------
+    DataError
+        If no URL gave a good copy; lists every URL with its failure, including
+        expected and actual hash for a mismatch. Chained to the last exception.
+    """
+    target = Path(target)
+    failures: list[str] = []
+    last_exc: BaseException | None = None
+    for url in urls:
+        fd, tmp_name = tempfile.mkstemp(
+            dir=target.parent, prefix=f".{target.name}.", suffix=".part"
+        )
+        tmp = Path(tmp_name)
+        try:
+            try:
+                with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as r:
+                    shutil.copyfileobj(r, out, _CHUNK)
+                actual = payload_sha256(tmp)
+            except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
+                # URLError/HTTPError, refused/reset connections, timeouts, bad URLs,
+                # and DataError (a ValueError) for a corrupt gzip stream.
+                failures.append(f"{url}: {_describe(exc)}")
+                last_exc = exc
+                continue
+            if actual != sha256:
+                failures.append(f"{url}: checksum mismatch: expected sha256 {sha256}, got {actual}")
+                continue
+            os.chmod(tmp, 0o644)  # mkstemp makes 0600; data files are for everyone to read
+            os.replace(tmp, target)
+            return target
+        finally:
+            tmp.unlink(missing_ok=True)  # no-op after a successful os.replace
+    tried = "\n".join(f"  - {line}" for line in failures) or "  (no URLs given)"
+    message = f"{target.name}: could not download a good copy from any mirror:\n{tried}"
+    if hint:
+        message += "\n" + hint
+    raise DataError(message) from last_exc

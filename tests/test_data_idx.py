@@ -1,0 +1,199 @@
+"""IDX reader/writer: round trips and every way a file can be broken."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from handgrad.data import DataError, load_idx_dataset, load_mnist, read_idx, write_idx
+from handgrad.data.mnist import MNIST_FILES
+
+
+def _header(code: int, dims: tuple[int, ...]) -> bytes:
+    return bytes([0, 0, code, len(dims)]) + np.asarray(dims, dtype=">u4").tobytes()
+
+
+@pytest.mark.parametrize("suffix", ["", ".gz"])
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64])
+def test_round_trip(tmp_path: Path, suffix: str, dtype: type) -> None:
+    rng = np.random.default_rng(1)
+    arr: np.ndarray = (rng.standard_normal((3, 4, 5)) * 50).astype(dtype)
+    path = write_idx(tmp_path / f"a.idx{suffix}", arr)
+    back = read_idx(path)
+    assert back.dtype == np.dtype(dtype)
+    assert back.dtype.isnative
+    assert back.shape == (3, 4, 5)
+    np.testing.assert_array_equal(back, arr)
+    assert back.flags.writeable
+    assert (path.read_bytes()[:2] == b"\x1f\x8b") == (suffix == ".gz")
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temp file left
+
+
+def test_written_bytes_are_big_endian_idx(tmp_path: Path) -> None:
+    path = write_idx(tmp_path / "x.idx", np.array([[1, 258]], dtype=np.int16))
+    assert path.read_bytes() == _header(0x0B, (1, 2)) + b"\x00\x01\x01\x02"
+
+
+def test_reads_hand_made_file(tmp_path: Path) -> None:
+    path = tmp_path / "labels-idx1-ubyte"
+    path.write_bytes(_header(0x08, (3,)) + bytes([7, 0, 9]))
+    np.testing.assert_array_equal(read_idx(path), [7, 0, 9])
+
+
+def test_gzip_detected_by_content_not_name(tmp_path: Path) -> None:
+    path = tmp_path / "plain-name"
+    path.write_bytes(gzip.compress(_header(0x08, (2,)) + b"\x01\x02"))
+    np.testing.assert_array_equal(read_idx(path), [1, 2])
+
+
+def test_truncated_payload(tmp_path: Path) -> None:
+    path = tmp_path / "t10k-images-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(_header(0x08, (10000, 28, 28)) + bytes(123)))
+    with pytest.raises(
+        DataError,
+        match=r"t10k-images-idx3-ubyte\.gz: truncated: header says 10000x28x28 = 7840000 "
+        r"bytes of uint8, file has 123 bytes",
+    ):
+        read_idx(path)
+
+
+def test_truncated_header(tmp_path: Path) -> None:
+    path = tmp_path / "short"
+    path.write_bytes(bytes([0, 0, 8, 3, 0, 0]))
+    with pytest.raises(DataError, match=r"short: truncated header: 3 dimensions need 16 bytes"):
+        read_idx(path)
+
+
+def test_trailing_bytes(tmp_path: Path) -> None:
+    path = tmp_path / "x.idx"
+    path.write_bytes(_header(0x0C, (2,)) + bytes(8 + 5))
+    with pytest.raises(
+        DataError, match=r"x\.idx: 5 trailing bytes: header says 2 = 8 bytes of int32, file has 13"
+    ):
+        read_idx(path)
+
+
+@pytest.mark.parametrize(
+    "magic", [b"\x01\x00\x08\x01", b"\x00\x07\x08\x01", b"\x00\x00\x08\x00", b"PK\x03\x04"]
+)
+def test_bad_magic(tmp_path: Path, magic: bytes) -> None:
+    path = tmp_path / "x.idx"
+    path.write_bytes(magic + bytes(8))
+    with pytest.raises(DataError, match=rf"x\.idx: bad magic number 0x{magic.hex()}"):
+        read_idx(path)
+
+
+def test_gz_name_but_not_gzip_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "x.gz"
+    path.write_bytes(b"<html>404 not found</html>")
+    with pytest.raises(DataError, match=r"bad magic number.*not gzip-compressed"):
+        read_idx(path)
+
+
+def test_too_short_for_magic(tmp_path: Path) -> None:
+    path = tmp_path / "x.idx"
+    path.write_bytes(b"\x00\x00")
+    with pytest.raises(DataError, match=r"x\.idx: truncated: 2 bytes, too short"):
+        read_idx(path)
+
+
+def test_unknown_type_code(tmp_path: Path) -> None:
+    path = tmp_path / "x.idx"
+    path.write_bytes(_header(0x0A, (1,)) + bytes(1))
+    with pytest.raises(DataError, match=r"x\.idx: unknown IDX type code 0x0a; expected one of"):
+        read_idx(path)
+
+
+@pytest.mark.parametrize("damage", ["cut", "flip"])
+def test_corrupt_gzip(tmp_path: Path, damage: str) -> None:
+    blob = bytearray(gzip.compress(_header(0x08, (1000,)) + bytes(range(250)) * 4))
+    if damage == "cut":
+        blob = blob[: len(blob) // 2]
+    else:
+        blob[len(blob) // 2] ^= 0xFF
+    path = tmp_path / "x.gz"
+    path.write_bytes(bytes(blob))
+    with pytest.raises(DataError, match=r"x\.gz: corrupt gzip stream"):
+        read_idx(path)
+
+
+def test_write_refuses_unsupported_dtype(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match=r"IDX has no element type for int64"):
+        write_idx(tmp_path / "x.idx", np.zeros(3, dtype=np.int64))
+    with pytest.raises(ValueError, match=r"1 to 255 dimensions"):
+        write_idx(tmp_path / "x.idx", np.zeros((), dtype=np.uint8))
+
+
+# -- four-file datasets ------------------------------------------------------------
+
+
+def write_fake_mnist(
+    directory: Path,
+    n_train: int = 12,
+    n_test: int = 5,
+    size: tuple[int, int] = (28, 28),
+    gz: bool = True,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """Four small MNIST-format files; returns the arrays written, keyed by file name."""
+    rng = np.random.default_rng(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    arrays = {
+        MNIST_FILES[0]: rng.integers(0, 256, (n_train, *size), dtype=np.uint8),
+        MNIST_FILES[1]: (np.arange(n_train) % 10).astype(np.uint8),
+        MNIST_FILES[2]: rng.integers(0, 256, (n_test, *size), dtype=np.uint8),
+        MNIST_FILES[3]: (np.arange(n_test) % 10).astype(np.uint8),
+    }
+    for name, arr in arrays.items():
+        write_idx(directory / (name if gz else name.removesuffix(".gz")), arr)
+    return arrays
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_load_mnist_from_directory(tmp_path: Path, gz: bool) -> None:
+    written = write_fake_mnist(tmp_path, gz=gz)
+    data = load_mnist(tmp_path)
+    assert data.x_train.dtype == np.uint8 and data.x_train.shape == (12, 28, 28)
+    assert data.y_train.dtype == np.int64 and data.y_test.shape == (5,)
+    for arr, name in zip(data, MNIST_FILES, strict=True):
+        np.testing.assert_array_equal(arr, written[name])
+
+
+def test_image_size_comes_from_the_file(tmp_path: Path) -> None:
+    write_fake_mnist(tmp_path, size=(7, 9))
+    data = load_idx_dataset(tmp_path)
+    assert data.x_train.shape == (12, 7, 9) and data.x_test.shape == (5, 7, 9)
+
+
+def test_label_count_differs_from_image_count(tmp_path: Path) -> None:
+    write_fake_mnist(tmp_path)
+    write_idx(tmp_path / MNIST_FILES[3], np.zeros(4, dtype=np.uint8))
+    with pytest.raises(
+        DataError, match=r"t10k-labels-idx1-ubyte\.gz: 4 labels, but t10k-images.* has 5 images"
+    ):
+        load_mnist(tmp_path)
+
+
+def test_labels_out_of_range(tmp_path: Path) -> None:
+    write_fake_mnist(tmp_path)
+    write_idx(tmp_path / MNIST_FILES[1], np.array([0, 1, 2, 12] + [0] * 8, dtype=np.uint8))
+    with pytest.raises(DataError, match=r"labels must be in 0\.\.9, found 12 at index 3"):
+        load_mnist(tmp_path)
+    assert len(load_idx_dataset(tmp_path).y_train) == 12  # no class count: no check
+
+
+def test_images_must_be_3d_uint8(tmp_path: Path) -> None:
+    write_fake_mnist(tmp_path)
+    write_idx(tmp_path / MNIST_FILES[0], np.zeros((12, 784), dtype=np.uint8))
+    with pytest.raises(DataError, match=r"expected uint8 images of shape \(N, H, W\)"):
+        load_mnist(tmp_path)
+
+
+def test_train_and_test_image_sizes_must_agree(tmp_path: Path) -> None:
+    write_fake_mnist(tmp_path)
+    write_idx(tmp_path / MNIST_FILES[2], np.zeros((5, 20, 20), dtype=np.uint8))
+    with pytest.raises(DataError, match=r"training images are \(28, 28\) but test images"):
+        load_mnist(tmp_path)

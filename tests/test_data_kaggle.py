@@ -1,0 +1,165 @@
+"""Kaggle Digit Recognizer CSV: loading train/test files, errors with line numbers, submissions."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from handgrad.data import DataError, load_kaggle_csv, write_kaggle_submission
+
+PIXELS = ",".join(f"pixel{i}" for i in range(784))
+
+
+def _csv(path: Path, header: str, rows: list[list[int]] | np.ndarray) -> Path:
+    lines = [header] + [",".join(str(v) for v in row) for row in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def train_rows() -> np.ndarray:
+    rng = np.random.default_rng(3)
+    rows = rng.integers(0, 256, (6, 785))
+    rows[:, 0] = [3, 1, 4, 1, 5, 9]
+    rows[0, 1:] = 0
+    rows[1, 1:] = 255
+    return rows
+
+
+def test_train_csv(tmp_path: Path, train_rows: np.ndarray) -> None:
+    path = _csv(tmp_path / "train.csv", "label," + PIXELS, train_rows)
+    x, y = load_kaggle_csv(path)
+    assert x.dtype == np.uint8 and x.shape == (6, 784)
+    assert y is not None and y.dtype == np.int64
+    np.testing.assert_array_equal(y, [3, 1, 4, 1, 5, 9])
+    np.testing.assert_array_equal(x, train_rows[:, 1:])
+
+
+def test_test_csv_has_no_labels(tmp_path: Path, train_rows: np.ndarray) -> None:
+    path = _csv(tmp_path / "test.csv", PIXELS, train_rows[:, 1:])
+    x, y = load_kaggle_csv(path)
+    assert y is None
+    np.testing.assert_array_equal(x, train_rows[:, 1:])
+
+
+def test_crlf_bom_blank_lines_and_gzip(tmp_path: Path, train_rows: np.ndarray) -> None:
+    body = "\r\n".join(["label," + PIXELS] + [",".join(map(str, r)) for r in train_rows])
+    path = tmp_path / "train.csv.gz"
+    path.write_bytes(gzip.compress(("\ufeff" + body + "\r\n\r\n").encode("utf-8")))
+    x, y = load_kaggle_csv(path)
+    assert x.shape == (6, 784) and y is not None and y.tolist() == [3, 1, 4, 1, 5, 9]
+
+
+def test_single_row_and_header_only(tmp_path: Path, train_rows: np.ndarray) -> None:
+    x, y = load_kaggle_csv(_csv(tmp_path / "one.csv", "label," + PIXELS, train_rows[:1]))
+    assert x.shape == (1, 784) and y is not None and y.shape == (1,)
+    x, y = load_kaggle_csv(_csv(tmp_path / "none.csv", PIXELS, []))
+    assert x.shape == (0, 784) and x.dtype == np.uint8 and y is None
+
+
+@pytest.mark.parametrize(
+    ("header", "problem"),
+    [
+        ("lbl," + PIXELS, r"column 1 is 'lbl', expected 'pixel0'"),
+        ("label," + PIXELS.replace("pixel5,", "pixel05,"), r"column 7 is 'pixel05'"),
+        ("id,label", r"column 1 is 'id'"),
+        ("label", r"no pixel columns"),
+    ],
+)
+def test_bad_header(tmp_path: Path, header: str, problem: str) -> None:
+    path = _csv(tmp_path / "train.csv", header, [])
+    with pytest.raises(DataError, match=rf"train\.csv, line 1: bad header \({problem}"):
+        load_kaggle_csv(path)
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    (tmp_path / "e.csv").write_text("")
+    with pytest.raises(DataError, match=r"e\.csv, line 1: empty file"):
+        load_kaggle_csv(tmp_path / "e.csv")
+
+
+def test_wrong_column_count(tmp_path: Path, train_rows: np.ndarray) -> None:
+    rows = [list(r) for r in train_rows]
+    rows[3] = rows[3][:-1]
+    path = _csv(tmp_path / "train.csv", "label," + PIXELS, rows)
+    with pytest.raises(
+        DataError, match=r"train\.csv, line 5: expected 785 comma-separated values .*, got 784"
+    ):
+        load_kaggle_csv(path)
+
+
+def test_uniformly_short_rows(tmp_path: Path, train_rows: np.ndarray) -> None:
+    path = _csv(tmp_path / "test.csv", PIXELS, train_rows[:, 2:])
+    with pytest.raises(DataError, match=r"test\.csv, line 2: expected 784 .*, got 783"):
+        load_kaggle_csv(path)
+
+
+@pytest.mark.parametrize(
+    ("col", "value", "problem"),
+    [
+        (100, 256, r"column 100: pixel value 256 is out of range 0\.\.255"),
+        (785, -1, r"column 785: pixel value -1 is out of range 0\.\.255"),
+        (1, 10, r"column 1: label 10 is out of range 0\.\.9"),
+    ],
+)
+def test_value_out_of_range(
+    tmp_path: Path, train_rows: np.ndarray, col: int, value: int, problem: str
+) -> None:
+    rows = train_rows.copy()
+    rows[4, col - 1] = value
+    path = _csv(tmp_path / "train.csv", "label," + PIXELS, rows)
+    with pytest.raises(DataError, match=rf"train\.csv, line 6, {problem}"):
+        load_kaggle_csv(path)
+
+
+def test_line_numbers_count_blank_lines(tmp_path: Path, train_rows: np.ndarray) -> None:
+    lines = ["label," + PIXELS, "", *(",".join(map(str, r)) for r in train_rows)]
+    lines[4] = lines[4].replace(",", ",300,", 1).rsplit(",", 1)[0]  # file line 5: pixel0=300
+    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"t\.csv, line 5, column 2: pixel value 300"):
+        load_kaggle_csv(tmp_path / "t.csv")
+
+
+def test_not_an_integer(tmp_path: Path, train_rows: np.ndarray) -> None:
+    rows = [list(map(str, r)) for r in train_rows]
+    rows[2][10] = "1.5"
+    path = tmp_path / "train.csv"
+    path.write_text("\n".join(["label," + PIXELS] + [",".join(r) for r in rows]) + "\n")
+    with pytest.raises(DataError, match=r"line 4, column 11: '1\.5' is not an integer"):
+        load_kaggle_csv(path)
+
+
+def test_submission_text_is_exact(tmp_path: Path) -> None:
+    path = write_kaggle_submission(tmp_path / "sub.csv", np.array([7, 2, 1, 0], dtype=np.int64))
+    assert path.read_bytes() == b"ImageId,Label\n1,7\n2,2\n3,1\n4,0\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["sub.csv"]  # no temp file left
+
+
+def test_submission_overwrites_atomically(tmp_path: Path) -> None:
+    path = tmp_path / "sub.csv"
+    path.write_text("old contents")
+    write_kaggle_submission(path, np.array([5], dtype=np.uint8))
+    assert path.read_text() == "ImageId,Label\n1,5\n"
+
+
+def test_submission_rejects_bad_labels(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match=r"integer labels of shape \(N,\), got float64"):
+        write_kaggle_submission(tmp_path / "s.csv", np.zeros((3, 10)))
+    with pytest.raises(ValueError, match=r"digits 0\.\.9, got 10 at index 1"):
+        write_kaggle_submission(tmp_path / "s.csv", np.array([1, 10]))
+    assert not (tmp_path / "s.csv").exists()
+
+
+def test_line_numbers_past_the_first_block(tmp_path: Path) -> None:
+    # 3000 rows span two parsing blocks; a header with 4 pixel columns is accepted as well.
+    rows = np.tile([[1, 2, 3, 4]], (3000, 1))
+    rows[2500, 2] = 999
+    path = _csv(tmp_path / "small.csv", "pixel0,pixel1,pixel2,pixel3", rows)
+    with pytest.raises(DataError, match=r"small\.csv, line 2502, column 3: pixel value 999"):
+        load_kaggle_csv(path)
+    rows[2500, 2] = 9
+    x, y = load_kaggle_csv(_csv(path, "pixel0,pixel1,pixel2,pixel3", rows))
+    assert y is None and x.shape == (3000, 4) and x[2500].tolist() == [1, 2, 9, 4]
