@@ -1,5 +1,11 @@
 """Numeric gradient checking by central differences.
 
+The numeric gradient uses the fourth-order central difference
+``(f(x-2h) - 8 f(x-h) + 8 f(x+h) - f(x+2h)) / 12h`` with ``h = 1e-4``: its
+truncation error (O(h^4)) and its round-off (about 1e-16 / h) are both near
+1e-12, two orders below what the two-point formula reaches, so a 1e-6
+threshold has room to spare and still catches a gradient that is 0.1% off.
+
 A module is checked through the scalar ``f = sum(module(x) * dout)`` for a fixed
 random ``dout`` (the llm.c / CS231n trick): its gradient with respect to ``x``
 is exactly what ``module.backward(dout)`` must return, and with respect to each
@@ -21,7 +27,7 @@ import numpy as np
 from handgrad.nn.loss import Loss
 from handgrad.nn.module import Module
 
-DEFAULT_EPS = 1e-6
+DEFAULT_EPS = 1e-4
 
 
 def relative_error(analytic: np.ndarray, numeric: np.ndarray) -> float:
@@ -38,7 +44,7 @@ def relative_error(analytic: np.ndarray, numeric: np.ndarray) -> float:
 
 
 def numeric_gradient(f: Callable[[], float], x: np.ndarray, eps: float = DEFAULT_EPS) -> np.ndarray:
-    """Central-difference gradient of ``f()`` with respect to the array ``x``.
+    """Fourth-order central-difference gradient of ``f()`` with respect to ``x``.
 
     ``x`` is perturbed in place one element at a time and restored exactly;
     pass an array you own (a parameter's ``data`` or a private copy).
@@ -50,12 +56,12 @@ def numeric_gradient(f: Callable[[], float], x: np.ndarray, eps: float = DEFAULT
     gflat = grad.reshape(-1)
     for i in range(flat.size):
         old = flat[i]
-        flat[i] = old + eps
-        f_plus = f()
-        flat[i] = old - eps
-        f_minus = f()
+        values = []
+        for step in (-2.0, -1.0, 1.0, 2.0):
+            flat[i] = old + step * eps
+            values.append(f())
         flat[i] = old
-        gflat[i] = (f_plus - f_minus) / (2.0 * eps)
+        gflat[i] = (values[0] - 8.0 * values[1] + 8.0 * values[2] - values[3]) / (12.0 * eps)
     return grad
 
 

@@ -27,6 +27,13 @@ class Module:
 
     training: bool
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> Module:
+        # Keep the constructor arguments: handgrad.save writes them as the
+        # architecture, so a model is rebuilt from JSON, never unpickled.
+        obj = super().__new__(cls)
+        object.__setattr__(obj, "_init_args", (args, kwargs))
+        return obj
+
     def __init__(self) -> None:
         object.__setattr__(self, "_parameters", {})
         object.__setattr__(self, "_buffers", {})
