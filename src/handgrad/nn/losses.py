@@ -14,7 +14,6 @@ from handgrad.nn._validation import check_float_array
 from handgrad.nn.functional import log_softmax
 from handgrad.nn.loss import Loss
 
-
 # -- target checks ---------------------------------------------------------------------
 
 
