@@ -1,3 +1,24 @@
-"""handgrad: neural networks from scratch in NumPy, every gradient derived by hand."""
+"""handgrad: neural networks from scratch in NumPy, every gradient derived by hand.
+
+>>> import numpy as np
+>>> from handgrad import nn, optim
+>>> model = nn.Sequential(nn.Linear(784, 128, rng=0), nn.ReLU(), nn.Linear(128, 10, rng=1))
+>>> optimizer = optim.Adam(model.parameters(), lr=1e-3)
+"""
+
+from handgrad import nn, optim
+from handgrad.gradcheck import gradcheck, gradcheck_loss
+from handgrad.serialization import load, load_state, save
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "gradcheck",
+    "gradcheck_loss",
+    "load",
+    "load_state",
+    "nn",
+    "optim",
+    "save",
+]

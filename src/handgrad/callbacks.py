@@ -1,0 +1,231 @@
+"""Callbacks for :func:`handgrad.train.fit`, with Keras's hooks and names.
+
+A callback sees the running :class:`~handgrad.train.Trainer` as ``self.trainer``
+(model, optimizer, history) and may stop training through
+``self.trainer.request_stop(reason)``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from typing import IO, TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from handgrad.train import Trainer
+
+
+class Callback:
+    """Base class: override any of the hooks."""
+
+    trainer: Trainer
+
+    def set_trainer(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+
+    def on_train_begin(self) -> None: ...
+
+    def on_epoch_begin(self, epoch: int) -> None: ...
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, float]) -> None: ...
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None: ...
+
+    def on_train_end(self) -> None: ...
+
+
+def _better(mode: str, value: float, best: float, min_delta: float) -> bool:
+    if mode == "min":
+        return value < best - min_delta
+    return value > best + min_delta
+
+
+def _mode(monitor: str, mode: str) -> str:
+    if mode == "auto":
+        return "max" if "acc" in monitor else "min"
+    if mode not in ("min", "max"):
+        raise ValueError(f"mode must be 'min', 'max' or 'auto', got {mode!r}")
+    return mode
+
+
+def _monitored(logs: dict[str, float], monitor: str, who: str) -> float:
+    if monitor not in logs:
+        raise KeyError(
+            f"{who} monitors {monitor!r} but the epoch logs only have {sorted(logs)} "
+            "(val_* metrics need validation data)"
+        )
+    return float(logs[monitor])
+
+
+class EarlyStopping(Callback):
+    """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs.
+
+    With ``restore_best_weights=True`` the model ends with the weights of its
+    best epoch.
+    """
+
+    def __init__(
+        self,
+        monitor: str = "val_loss",
+        patience: int = 5,
+        min_delta: float = 0.0,
+        mode: str = "auto",
+        restore_best_weights: bool = False,
+    ) -> None:
+        if patience < 0:
+            raise ValueError(f"patience must be >= 0, got {patience}")
+        self.monitor = monitor
+        self.patience = int(patience)
+        self.min_delta = abs(float(min_delta))
+        self.mode = _mode(monitor, mode)
+        self.restore_best_weights = restore_best_weights
+        self.best = math.inf if self.mode == "min" else -math.inf
+        self.best_epoch = -1
+        self.best_state: dict[str, np.ndarray] | None = None
+        self.wait = 0
+
+    def on_train_begin(self) -> None:
+        self.best = math.inf if self.mode == "min" else -math.inf
+        self.best_epoch, self.best_state, self.wait = -1, None, 0
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
+        value = _monitored(logs, self.monitor, "EarlyStopping")
+        if _better(self.mode, value, self.best, self.min_delta):
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+            if self.restore_best_weights:
+                self.best_state = self.trainer.model.state_dict()
+            return
+        self.wait += 1
+        if self.wait > self.patience:
+            self.trainer.request_stop(
+                f"early stopping: {self.monitor} did not improve for {self.wait} epochs "
+                f"(best {self.best:.6g} at epoch {self.best_epoch + 1})"
+            )
+
+    def on_train_end(self) -> None:
+        if self.restore_best_weights and self.best_state is not None:
+            self.trainer.model.load_state_dict(self.best_state)
+
+
+class ModelCheckpoint(Callback):
+    """Save the model (atomically) after an epoch: every epoch, or only when
+    ``monitor`` improves (``save_best_only=True``)."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        monitor: str = "val_loss",
+        save_best_only: bool = True,
+        mode: str = "auto",
+    ) -> None:
+        self.path = path
+        self.monitor = monitor
+        self.save_best_only = save_best_only
+        self.mode = _mode(monitor, mode)
+        self.best = math.inf if self.mode == "min" else -math.inf
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
+        from handgrad.serialization import save
+
+        if self.save_best_only:
+            value = _monitored(logs, self.monitor, "ModelCheckpoint")
+            if not _better(self.mode, value, self.best, 0.0):
+                return
+            self.best = value
+        save(self.trainer.model, self.path, metadata={"epoch": epoch + 1, "logs": logs})
+
+
+class TimeLimit(Callback):
+    """Stop cleanly before ``seconds`` of wall time have passed since training began.
+
+    Between batches it estimates whether one more batch plus the end-of-epoch
+    evaluation still fits, so the run ends inside the limit rather than after it.
+    """
+
+    def __init__(self, seconds: float, margin: float = 0.0) -> None:
+        if seconds <= 0:
+            raise ValueError(f"time limit must be positive, got {seconds}")
+        self.seconds = float(seconds)
+        self.margin = float(margin)
+        self.start = 0.0
+        self.last = 0.0
+        self.slowest_batch = 0.0
+
+    def on_train_begin(self) -> None:
+        self.start = self.last = time.perf_counter()
+        self.slowest_batch = 0.0
+
+    def on_epoch_begin(self, epoch: int) -> None:
+        self.last = time.perf_counter()
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, float]) -> None:
+        now = time.perf_counter()
+        self.slowest_batch = max(self.slowest_batch, now - self.last)
+        self.last = now
+        needed = 1.5 * (self.slowest_batch + self.trainer.last_eval_seconds) + self.margin
+        if now - self.start + needed > self.seconds:
+            self.trainer.request_stop(
+                f"time limit: stopped after {now - self.start:.1f} s to stay inside "
+                f"{self.seconds:g} s",
+                immediately=True,
+            )
+
+
+class ProgressBar(Callback):
+    """A tqdm bar over each epoch's batches (only on a terminal) and one line per epoch.
+
+    ``quiet=True`` prints nothing. Without tqdm installed, only the epoch lines.
+    """
+
+    def __init__(self, quiet: bool = False, file: IO[str] | None = None) -> None:
+        self.quiet = quiet
+        self.file = file
+        self._bar: Any = None
+
+    def _stream(self) -> IO[str]:
+        return self.file if self.file is not None else sys.stdout
+
+    def on_epoch_begin(self, epoch: int) -> None:
+        if self.quiet or not getattr(sys.stderr, "isatty", lambda: False)():
+            return
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            return
+        self._bar = tqdm(
+            total=self.trainer.steps_per_epoch,
+            leave=False,
+            unit="batch",
+            desc=f"epoch {epoch + 1}/{self.trainer.epochs}",
+            file=sys.stderr,
+        )
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, float]) -> None:
+        if self._bar is not None:
+            self._bar.update(1)
+            if batch % 20 == 0:
+                self._bar.set_postfix(loss=f"{logs['loss']:.4f}", refresh=False)
+
+    def _close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
+        self._close()
+        if self.quiet:
+            return
+        parts = [f"epoch {epoch + 1:>{len(str(self.trainer.epochs))}}/{self.trainer.epochs}"]
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+            if key in logs:
+                parts.append(f"{key} {logs[key]:.4f}")
+        parts.append(f"lr {logs['lr']:.3g}")
+        parts.append(f"{logs['seconds']:.1f} s")
+        print("  ".join(parts), file=self._stream(), flush=True)
+
+    def on_train_end(self) -> None:
+        self._close()

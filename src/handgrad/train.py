@@ -1,0 +1,324 @@
+"""The training loop: ``fit``, ``evaluate``, ``predict`` and ``predict_proba``.
+
+Data are plain arrays. Integer images (e.g. MNIST's ``uint8``) stay integer in
+memory and become floats in ``[0, 1]`` one batch at a time, so memory stays
+flat; every function works in batches.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from handgrad.callbacks import Callback
+from handgrad.nn.loss import Loss
+from handgrad.nn.module import Module
+
+Transform = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass
+class History:
+    """Per-epoch logs returned by :func:`fit` (Keras style: ``history["val_loss"]``).
+
+    ``history`` maps ``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``,
+    ``lr`` and ``seconds`` to one value per completed epoch. ``stop_reason`` says
+    why training ended early (early stopping, time limit, non-finite loss), or
+    is None.
+    """
+
+    history: dict[str, list[float]] = field(default_factory=dict)
+    stop_reason: str | None = None
+
+    def __getitem__(self, key: str) -> list[float]:
+        return self.history[key]
+
+    @property
+    def epochs(self) -> int:
+        return len(self.history.get("loss", []))
+
+    def append(self, logs: dict[str, float]) -> None:
+        for key, value in logs.items():
+            self.history.setdefault(key, []).append(float(value))
+
+
+@dataclass
+class Trainer:
+    """What callbacks can see and steer while :func:`fit` runs."""
+
+    model: Module
+    loss: Loss
+    optimizer: Any
+    epochs: int
+    steps_per_epoch: int
+    history: History
+    start_time: float = field(default_factory=time.perf_counter)
+    epoch: int = 0
+    stop_training: bool = False  # finish the current epoch, then stop
+    stop_now: bool = False  # stop after the current batch
+    last_eval_seconds: float = 0.0
+
+    def request_stop(self, reason: str, immediately: bool = False) -> None:
+        if self.history.stop_reason is None:
+            self.history.stop_reason = reason
+        self.stop_training = True
+        self.stop_now = self.stop_now or immediately
+
+
+def model_dtype(model: Module) -> np.dtype:
+    """The dtype of the model's parameters (float32 for a parameter-free model)."""
+    for param in model.parameters():
+        return param.dtype
+    return np.dtype(np.float32)
+
+
+def default_transform(dtype: np.dtype) -> Transform:
+    """Integer images -> floats in [0, 1]; float arrays -> ``dtype``."""
+    scale = dtype.type(1.0 / 255.0)
+
+    def transform(x: np.ndarray) -> np.ndarray:
+        if np.issubdtype(x.dtype, np.integer):
+            return x.astype(dtype) * scale
+        return x.astype(dtype, copy=False)
+
+    return transform
+
+
+def _check_data(x: np.ndarray, y: np.ndarray, name: str) -> None:
+    if not isinstance(x, np.ndarray) or not isinstance(y, np.ndarray):
+        raise TypeError(f"{name} must be a pair of numpy arrays (x, y)")
+    if len(x) != len(y):
+        raise ValueError(f"{name}: x has {len(x)} samples but y has {len(y)}")
+    if len(x) == 0:
+        raise ValueError(f"{name} is empty")
+    if np.issubdtype(x.dtype, np.floating) and not np.all(np.isfinite(x)):
+        raise ValueError(f"{name}: x contains NaN or infinite values")
+
+
+def _n_correct(scores: np.ndarray, y: np.ndarray) -> int | None:
+    if scores.ndim != 2 or y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+        return None
+    return int(np.count_nonzero(scores.argmax(axis=1) == y))
+
+
+def _grads_finite(model: Module) -> bool:
+    return all(bool(np.isfinite(p.grad).all()) for p in model.parameters())
+
+
+def fit(
+    model: Module,
+    loss: Loss,
+    optimizer: Any,
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray] | None = None,
+    *,
+    epochs: int = 10,
+    batch_size: int = 64,
+    rng: np.random.Generator | int | None = None,
+    scheduler: Any = None,
+    scheduler_interval: str = "epoch",
+    callbacks: Sequence[Callback] = (),
+    transform: Transform | None = None,
+    eval_batch_size: int = 2000,
+) -> History:
+    """Train ``model`` with mini-batches, shuffling every epoch from ``rng``.
+
+    Parameters
+    ----------
+    model, loss, optimizer
+        The network, a :class:`~handgrad.nn.loss.Loss`, and an optimizer built
+        from ``model.parameters()``.
+    train, val : (x, y)
+        Training data and optional validation data.
+    epochs, batch_size : int
+        Passes over the data, samples per step (the last batch may be smaller).
+    rng : numpy.random.Generator or int
+        Shuffling order. The same seed gives the same run, bit for bit.
+    scheduler : optional
+        A learning-rate scheduler, stepped once per epoch or once per batch
+        (``scheduler_interval="batch"``, e.g. for ``OneCycleLR``).
+    callbacks : sequence of Callback
+        Progress bar, early stopping, checkpoints, time limit...
+    transform : callable, optional
+        Applied to each batch of ``x``; default: integers -> ``[0, 1]`` floats,
+        in the model's dtype.
+
+    Returns
+    -------
+    History
+        Per-epoch ``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``, ``lr``, ``seconds``.
+    """
+    x, y = train
+    _check_data(x, y, "train")
+    if val is not None:
+        _check_data(val[0], val[1], "val")
+    if int(epochs) < 1 or int(batch_size) < 1:
+        raise ValueError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
+    if scheduler_interval not in ("epoch", "batch"):
+        raise ValueError(
+            f"scheduler_interval must be 'epoch' or 'batch', got {scheduler_interval!r}"
+        )
+    generator = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    prep = transform or default_transform(model_dtype(model))
+    n = len(x)
+    steps = math.ceil(n / batch_size)
+    history = History()
+    trainer = Trainer(model, loss, optimizer, int(epochs), steps, history)
+    callbacks = list(callbacks)
+    for cb in callbacks:
+        cb.set_trainer(trainer)
+    for cb in callbacks:
+        cb.on_train_begin()
+
+    for epoch in range(int(epochs)):
+        trainer.epoch = epoch
+        model.train()
+        for cb in callbacks:
+            cb.on_epoch_begin(epoch)
+        lr = float(optimizer.param_groups[0]["lr"])
+        t0 = time.perf_counter()
+        order = generator.permutation(n)
+        total_loss, seen, correct, counted = 0.0, 0, 0, 0
+        for step in range(steps):
+            idx = order[step * batch_size : (step + 1) * batch_size]
+            xb, yb = prep(x[idx]), y[idx]
+            scores = model.forward(xb)
+            value = loss.forward(scores, yb)
+            if not math.isfinite(value):
+                trainer.request_stop(
+                    f"non-finite loss ({value}) at epoch {epoch + 1}, batch {step + 1}: stopped; "
+                    "the weights are those of the last finite step (try a lower learning rate)",
+                    immediately=True,
+                )
+                break
+            optimizer.zero_grad()
+            model.backward(loss.backward())
+            if not _grads_finite(model):
+                trainer.request_stop(
+                    f"non-finite gradient at epoch {epoch + 1}, batch {step + 1}: stopped before "
+                    "the update; the weights are those of the last finite step",
+                    immediately=True,
+                )
+                break
+            optimizer.step()
+            if scheduler is not None and scheduler_interval == "batch":
+                scheduler.step()
+            total_loss += value * len(idx)
+            seen += len(idx)
+            hits = _n_correct(scores, yb)
+            if hits is not None:
+                correct += hits
+                counted += len(idx)
+            for cb in callbacks:
+                cb.on_train_batch_end(step, {"loss": value, "size": len(idx)})
+            if trainer.stop_now:
+                break
+        if seen == 0:
+            break
+        logs = {"loss": total_loss / seen}
+        if counted:
+            logs["accuracy"] = correct / counted
+        if val is not None:
+            t_eval = time.perf_counter()
+            logs.update(
+                {
+                    f"val_{k}": v
+                    for k, v in evaluate(
+                        model, loss, *val, batch_size=eval_batch_size, transform=prep
+                    ).items()
+                }
+            )
+            trainer.last_eval_seconds = time.perf_counter() - t_eval
+        logs["lr"] = lr
+        logs["seconds"] = time.perf_counter() - t0
+        history.append(logs)
+        if scheduler is not None and scheduler_interval == "epoch":
+            scheduler.step()
+        for cb in callbacks:
+            cb.on_epoch_end(epoch, logs)
+        if trainer.stop_training:
+            break
+    for cb in callbacks:
+        cb.on_train_end()
+    model.eval()
+    if history.stop_reason and history.stop_reason.startswith("non-finite"):
+        warnings.warn(history.stop_reason, RuntimeWarning, stacklevel=2)
+    return history
+
+
+def _batches(x: np.ndarray, batch_size: int) -> Iterable[slice]:
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    for start in range(0, len(x), batch_size):
+        yield slice(start, start + batch_size)
+
+
+def predict_scores(
+    model: Module, x: np.ndarray, *, batch_size: int = 2000, transform: Transform | None = None
+) -> np.ndarray:
+    """Raw model outputs for ``x``, computed in evaluation mode, batch by batch."""
+    prep = transform or default_transform(model_dtype(model))
+    was_training = model.training
+    model.eval()
+    try:
+        outs = [model.forward(prep(x[s])) for s in _batches(x, batch_size)]
+    finally:
+        model.train(was_training)
+    return np.concatenate(outs, axis=0)
+
+
+def predict_proba(
+    model: Module, x: np.ndarray, *, batch_size: int = 2000, transform: Transform | None = None
+) -> np.ndarray:
+    """Class probabilities: softmax of the model's scores. Shape ``(N, C)``."""
+    scores = predict_scores(model, x, batch_size=batch_size, transform=transform)
+    shifted = scores - scores.max(axis=1, keepdims=True)
+    np.exp(shifted, out=shifted)
+    shifted /= shifted.sum(axis=1, keepdims=True)
+    return shifted
+
+
+def predict(
+    model: Module, x: np.ndarray, *, batch_size: int = 2000, transform: Transform | None = None
+) -> np.ndarray:
+    """Predicted class labels (argmax of the scores), int64 ``(N,)``."""
+    return predict_scores(model, x, batch_size=batch_size, transform=transform).argmax(axis=1)
+
+
+def evaluate(
+    model: Module,
+    loss: Loss,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    batch_size: int = 2000,
+    transform: Transform | None = None,
+) -> dict[str, float]:
+    """Mean loss (and accuracy for class labels) over ``(x, y)``, in evaluation mode."""
+    _check_data(x, y, "evaluate")
+    prep = transform or default_transform(model_dtype(model))
+    was_training = model.training
+    model.eval()
+    total, correct, counted = 0.0, 0, 0
+    try:
+        for s in _batches(x, batch_size):
+            scores = model.forward(prep(x[s]))
+            yb = y[s]
+            value = loss.forward(scores, yb)
+            total += value * (len(yb) if loss.reduction == "mean" else 1)
+            hits = _n_correct(scores, yb)
+            if hits is not None:
+                correct += hits
+                counted += len(yb)
+    finally:
+        model.train(was_training)
+    result = {"loss": total / len(x) if loss.reduction == "mean" else total}
+    if counted:
+        result["accuracy"] = correct / counted
+    return result

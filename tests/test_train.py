@@ -1,0 +1,262 @@
+"""The training loop: learning smoke tests, determinism, callbacks, the non-finite guard."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from handgrad.callbacks import Callback, EarlyStopping, ModelCheckpoint, TimeLimit
+from handgrad.data import make_moons, make_xor
+from handgrad.nn.activations import Tanh
+from handgrad.nn.layers import Linear
+from handgrad.nn.losses import CrossEntropyLoss
+from handgrad.nn.module import Sequential
+from handgrad.optim import SGD, Adam
+from handgrad.recipes import build_mlp
+from handgrad.serialization import load
+from handgrad.train import evaluate, fit, predict, predict_proba
+
+
+def _moons(n: int = 400, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    x, y = make_moons(n, noise=0.1, rng=np.random.default_rng(seed))
+    return x.astype(np.float32), y
+
+
+def test_xor_is_learned_perfectly() -> None:
+    x, y = make_xor(rng=np.random.default_rng(0))
+    model = Sequential(Linear(2, 8, rng=0), Tanh(), Linear(8, 2, rng=1))
+    fit(
+        model,
+        CrossEntropyLoss(),
+        Adam(model.parameters(), lr=0.05),
+        (x.astype(np.float32), y),
+        epochs=300,
+        batch_size=len(x),
+        rng=0,
+    )
+    np.testing.assert_array_equal(predict(model, x.astype(np.float32)), y)
+
+
+def test_two_moons_reach_97_percent_training_accuracy() -> None:
+    x, y = _moons()
+    model = build_mlp(2, [32, 32], 2, rng=0)
+    history = fit(
+        model,
+        CrossEntropyLoss(),
+        Adam(model.parameters(), lr=0.01),
+        (x, y),
+        epochs=60,
+        batch_size=32,
+        rng=0,
+    )
+    assert history["accuracy"][-1] >= 0.97
+    assert np.mean(predict(model, x) == y) >= 0.97
+
+
+def _run(seed: int) -> tuple[dict[str, list[float]], dict[str, np.ndarray]]:
+    x, y = _moons(200)
+    model = build_mlp(2, [16], 2, dropout=0.1, rng=seed)
+    history = fit(
+        model,
+        CrossEntropyLoss(),
+        Adam(model.parameters(), lr=0.01),
+        (x, y),
+        val=(x[:50], y[:50]),
+        epochs=3,
+        batch_size=16,
+        rng=seed,
+    )
+    history.history.pop("seconds")
+    return history.history, model.state_dict()
+
+
+def test_same_seed_same_run_bit_for_bit() -> None:
+    h1, s1 = _run(5)
+    h2, s2 = _run(5)
+    assert h1 == h2
+    for k in s1:
+        np.testing.assert_array_equal(s1[k], s2[k])
+    h3, _ = _run(6)
+    assert h3 != h1
+
+
+def test_history_has_keras_style_keys() -> None:
+    h, _ = _run(0)
+    assert set(h) == {"loss", "accuracy", "val_loss", "val_accuracy", "lr"}
+    assert all(len(v) == 3 for v in h.values())
+
+
+def test_evaluate_and_predict_agree_and_are_batched() -> None:
+    x, y = _moons(300)
+    model = build_mlp(2, [16], 2, rng=0)
+    fit(model, CrossEntropyLoss(), Adam(model.parameters(), lr=0.01), (x, y), epochs=5, rng=0)
+    proba = predict_proba(model, x, batch_size=7)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_array_equal(proba.argmax(axis=1), predict(model, x, batch_size=1000))
+    result = evaluate(model, CrossEntropyLoss(), x, y, batch_size=64)
+    assert result["accuracy"] == pytest.approx(np.mean(predict(model, x) == y))
+    whole = CrossEntropyLoss()(model.eval().forward(x), y)
+    assert result["loss"] == pytest.approx(whole, rel=1e-5)
+
+
+def test_uint8_images_are_scaled_per_batch() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(64, 4, 4), dtype=np.uint8)
+    y = (x.reshape(64, -1).mean(axis=1) > 127).astype(np.int64)
+    model = build_mlp(16, [8], 2, rng=0)
+    seen: list[np.ndarray] = []
+    original = model.forward
+    model.forward = lambda xb: (seen.append(xb), original(xb))[1]  # type: ignore[method-assign]
+    fit(
+        model,
+        CrossEntropyLoss(),
+        SGD(model.parameters(), lr=0.1),
+        (x, y),
+        epochs=1,
+        batch_size=32,
+        rng=0,
+    )
+    assert seen[0].dtype == np.float32 and seen[0].max() <= 1.0 and seen[0].shape == (32, 4, 4)
+
+
+class _NaNOnCall(CrossEntropyLoss):
+    def __init__(self, bad_call: int) -> None:
+        super().__init__()
+        self.calls, self.bad_call = 0, bad_call
+
+    def forward(self, input: np.ndarray, target: np.ndarray) -> float:
+        self.calls += 1
+        value = super().forward(input, target)
+        return float("nan") if self.calls == self.bad_call else value
+
+
+class _Snapshots(Callback):
+    def __init__(self) -> None:
+        self.states: list[dict[str, np.ndarray]] = []
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, float]) -> None:
+        self.states.append(self.trainer.model.state_dict())
+
+
+def test_non_finite_loss_stops_with_the_last_good_weights() -> None:
+    x, y = _moons(160)
+    model = build_mlp(2, [8], 2, rng=0)
+    snaps = _Snapshots()
+    with pytest.warns(RuntimeWarning, match="non-finite loss"):
+        history = fit(
+            model,
+            _NaNOnCall(bad_call=7),
+            Adam(model.parameters(), lr=0.01),
+            (x, y),
+            epochs=5,
+            batch_size=16,
+            rng=0,
+            callbacks=[snaps],
+        )
+    assert history.stop_reason is not None and "epoch 1, batch 7" in history.stop_reason
+    assert len(snaps.states) == 6
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(v, snaps.states[-1][k])
+
+
+def test_early_stopping_restores_the_best_weights() -> None:
+    x, y = _moons(200)
+    model = build_mlp(2, [8], 2, rng=0)
+
+    class Scripted(Callback):
+        """Overwrite val_loss with a script: best at epoch 2, then worse."""
+
+        values = [1.0, 0.5, 0.6, 0.7, 0.8, 0.9]
+
+        def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
+            logs["val_loss"] = self.values[epoch]
+            if epoch == 1:
+                self.best = self.trainer.model.state_dict()
+
+    scripted = Scripted()
+    stopper = EarlyStopping(patience=2, restore_best_weights=True)
+    history = fit(
+        model,
+        CrossEntropyLoss(),
+        Adam(model.parameters(), lr=0.05),
+        (x, y),
+        val=(x, y),
+        epochs=6,
+        rng=0,
+        callbacks=[scripted, stopper],
+    )
+    assert history.epochs == 5 and "early stopping" in str(history.stop_reason)
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(v, scripted.best[k])
+
+
+def test_early_stopping_names_a_missing_metric() -> None:
+    x, y = _moons(64)
+    model = build_mlp(2, [4], 2, rng=0)
+    with pytest.raises(KeyError, match="val_loss.*need validation data"):
+        fit(
+            model,
+            CrossEntropyLoss(),
+            Adam(model.parameters()),
+            (x, y),
+            epochs=2,
+            callbacks=[EarlyStopping()],
+        )
+
+
+def test_time_limit_stops_inside_the_limit() -> None:
+    x, y = _moons(400)
+    model = build_mlp(2, [8], 2, rng=0)
+
+    class Slow(Callback):
+        def on_train_batch_end(self, batch: int, logs: dict[str, float]) -> None:
+            time.sleep(0.01)
+
+    start = time.perf_counter()
+    history = fit(
+        model,
+        CrossEntropyLoss(),
+        Adam(model.parameters()),
+        (x, y),
+        epochs=100,
+        batch_size=8,
+        rng=0,
+        callbacks=[Slow(), TimeLimit(0.5)],
+    )
+    elapsed = time.perf_counter() - start
+    assert elapsed < 0.5
+    assert str(history.stop_reason).startswith("time limit")
+    assert history.epochs >= 1
+
+
+def test_checkpoint_saves_the_best_model(tmp_path: Path) -> None:
+    x, y = _moons(200)
+    model = build_mlp(2, [8], 2, rng=0)
+    path = tmp_path / "best.npz"
+    fit(
+        model,
+        CrossEntropyLoss(),
+        Adam(model.parameters(), lr=0.01),
+        (x, y),
+        val=(x, y),
+        epochs=3,
+        rng=0,
+        callbacks=[ModelCheckpoint(path, monitor="val_accuracy")],
+    )
+    assert path.exists()
+    assert load(path).forward(x[:3]).shape == (3, 2)
+
+
+def test_bad_data_is_named() -> None:
+    model = build_mlp(2, [4], 2, rng=0)
+    opt = Adam(model.parameters())
+    x, y = _moons(20)
+    with pytest.raises(ValueError, match="x has 20 samples but y has 19"):
+        fit(model, CrossEntropyLoss(), opt, (x, y[:-1]))
+    x_nan = x.copy()
+    x_nan[3, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        fit(model, CrossEntropyLoss(), opt, (x_nan, y))
