@@ -20,7 +20,7 @@ def test_dark_digit_on_light_paper_becomes_mnist_style() -> None:
     assert out.shape == (28, 28) and out.dtype == np.uint8
     assert out[0].max() == 0 and out[:, 0].max() == 0  # black background
     assert out.max() == 255
-    ys, xs = np.nonzero(out)
+    ys, _ = np.nonzero(out)
     assert ys.max() - ys.min() + 1 == 20  # tallest side scaled to 20 pixels
     mass = out.astype(float)
     cy = (np.arange(28)[:, None] * mass).sum() / mass.sum()

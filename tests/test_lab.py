@@ -30,10 +30,12 @@ def _batch(n: int = 16, d: int = 784, seed: int = 0) -> tuple[np.ndarray, np.nda
 def test_gradients_match_the_packages_layers() -> None:
     net = NeuralNetwork64(seed=3)
     x, y = _batch()
-    model = Sequential(Linear(784, 128, dtype=np.float64, rng=0), ReLU(),
-                       Linear(128, 10, dtype=np.float64, rng=0))
-    model.load_state_dict({"0.weight": net.W1.T, "0.bias": net.b1,
-                           "2.weight": net.W2.T, "2.bias": net.b2})
+    model = Sequential(
+        Linear(784, 128, dtype=np.float64, rng=0), ReLU(), Linear(128, 10, dtype=np.float64, rng=0)
+    )
+    model.load_state_dict(
+        {"0.weight": net.W1.T, "0.bias": net.b1, "2.weight": net.W2.T, "2.bias": net.b2}
+    )
     probs = net.forward(x)
     loss, (dW1, db1, dW2, db2) = net.gradients(x, y, probs)
     ce = CrossEntropyLoss()
@@ -132,7 +134,9 @@ def test_learns_a_small_slice_of_mnist() -> None:
         order = rng.permutation(3000)
         for s in range(0, 3000, 64):
             net.train_step(x[order[s : s + 64]], d.y_train[order[s : s + 64]])
-    acc = np.mean(net.predict(d.x_test[:1000].reshape(1000, -1) / np.float32(255)) == d.y_test[:1000])
+    acc = np.mean(
+        net.predict(d.x_test[:1000].reshape(1000, -1) / np.float32(255)) == d.y_test[:1000]
+    )
     assert acc > 0.88
 
 
@@ -144,10 +148,17 @@ def test_raw_pixel_values_are_scaled() -> None:
 
 def test_the_lab_file_imports_only_numpy() -> None:
     tree = ast.parse(Path(handgrad.lab.__file__).read_text())
-    imported = {alias.name.split(".")[0] for node in ast.walk(tree)
-                if isinstance(node, ast.Import) for alias in node.names}
-    imported |= {node.module.split(".")[0] for node in ast.walk(tree)
-                 if isinstance(node, ast.ImportFrom) and node.module}
+    imported = {
+        alias.name.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    }
+    imported |= {
+        node.module.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module
+    }
     assert imported == {"numpy"}
 
 

@@ -30,7 +30,9 @@ def _patched(old: str, new: str) -> str:
 def test_the_lab_file_passes_a_tiny_protocol(tmp_path: Path) -> None:
     result = grade(_write(tmp_path, LAB), **TINY)
     assert result.passed, result.reason
-    assert len(result.epochs) == 1 and {"train_loss", "val_loss", "val_accuracy"} <= set(result.epochs[0])
+    assert len(result.epochs) == 1 and {"train_loss", "val_loss", "val_accuracy"} <= set(
+        result.epochs[0]
+    )
     assert result.test_accuracy is not None and result.test_accuracy > 0.8
     assert result.peak_mb is not None and result.peak_mb < 2048
 
@@ -39,13 +41,15 @@ def test_the_lab_file_passes_a_tiny_protocol(tmp_path: Path) -> None:
 def test_importing_other_libraries_is_refused(tmp_path: Path, module: str) -> None:
     result = grade(_write(tmp_path, f"import {module}\n" + LAB), **TINY)
     assert not result.passed
-    assert result.reason == (f"submission imports {module!r}, which is not allowed "
-                             "(NumPy and the standard library only)")
+    assert result.reason == (
+        f"submission imports {module!r}, which is not allowed (NumPy and the standard library only)"
+    )
 
 
 def test_allocating_past_the_memory_cap_is_refused(tmp_path: Path) -> None:
-    source = _patched("        self._t = 0\n",
-                      "        self._t = 0\n        self.hoard = np.ones(400_000_000)\n")
+    source = _patched(
+        "        self._t = 0\n", "        self._t = 0\n        self.hoard = np.ones(400_000_000)\n"
+    )
     result = grade(_write(tmp_path, source), **{**TINY, "memory_mb": 1024})
     assert not result.passed
     assert result.reason == "memory limit exceeded (1024 MB)"
@@ -119,18 +123,28 @@ def test_low_accuracy_is_refused(tmp_path: Path) -> None:
     source = _patched("        step = self.lr", "        step = 1e-9 * self.lr")
     result = grade(_write(tmp_path, source), **{**TINY, "min_accuracy": 0.85})
     assert not result.passed and result.test_accuracy is not None
-    assert result.reason.startswith("test accuracy") and "below the required 85.00%" in result.reason
+    assert (
+        result.reason.startswith("test accuracy") and "below the required 85.00%" in result.reason
+    )
 
 
 def test_command_line_grade_and_errors(tmp_path: Path) -> None:
     run = [sys.executable, "-m", "handgrad", "lab", "grade"]
-    ok = subprocess.run([*run, "--train-size", "1500", "--epochs", "1", "--min-accuracy", "0.5"],
-                        capture_output=True, text=True, timeout=120)
+    ok = subprocess.run(
+        [*run, "--train-size", "1500", "--epochs", "1", "--min-accuracy", "0.5"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "epoch  train loss  val loss  val acc" in ok.stdout and "PASSED" in ok.stdout
     bad = _write(tmp_path, _patched("        return P\n", "        return P[:, :9]\n"))
-    failed = subprocess.run([*run, str(bad), "--train-size", "1500", "--epochs", "1"],
-                            capture_output=True, text=True, timeout=120)
+    failed = subprocess.run(
+        [*run, str(bad), "--train-size", "1500", "--epochs", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert failed.returncode == 1 and "FAILED: forward returned shape" in failed.stdout
     missing = subprocess.run([*run, str(tmp_path / "nope.py")], capture_output=True, text=True)
     assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1

@@ -169,7 +169,7 @@ def test_early_stopping_restores_the_best_weights() -> None:
     class Scripted(Callback):
         """Overwrite val_loss with a script: best at epoch 2, then worse."""
 
-        values = [1.0, 0.5, 0.6, 0.7, 0.8, 0.9]
+        values = (1.0, 0.5, 0.6, 0.7, 0.8, 0.9)
 
         def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
             logs["val_loss"] = self.values[epoch]
@@ -196,7 +196,7 @@ def test_early_stopping_restores_the_best_weights() -> None:
 def test_early_stopping_names_a_missing_metric() -> None:
     x, y = _moons(64)
     model = build_mlp(2, [4], 2, rng=0)
-    with pytest.raises(KeyError, match="val_loss.*need validation data"):
+    with pytest.raises(KeyError, match=r"val_loss.*need validation data"):
         fit(
             model,
             CrossEntropyLoss(),

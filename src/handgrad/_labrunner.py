@@ -47,7 +47,8 @@ class _ImportBlocker:
         if top not in ALLOWED_TOP_LEVEL:
             self.blocked.append(top)
             raise ImportError(
-                f"import of {name!r} is not allowed in the lab (NumPy and the standard library only)"
+                f"import of {name!r} is not allowed in the lab "
+                "(NumPy and the standard library only)"
             )
         return None
 
@@ -102,7 +103,8 @@ def _check_signatures(cls: type) -> None:
         names = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
         if names[: len(expected)] != expected:
             raise Rejected(
-                f"NeuralNetwork.{method} must take ({', '.join(expected)}), got ({', '.join(names)})"
+                f"NeuralNetwork.{method} must take ({', '.join(expected)}), "
+                f"got ({', '.join(names)})"
             )
         if method == "__init__":
             for p in params:
@@ -154,7 +156,9 @@ def _check_contract(model: Any, x: np.ndarray, y: np.ndarray) -> None:
     _check_loss(trial.train_step(x, y), "train_step")
     pred = np.asarray(trial.predict(x))
     if pred.shape != (len(x),) or not np.issubdtype(pred.dtype, np.integer):
-        raise Rejected(f"predict returned shape {pred.shape} dtype {pred.dtype}, expected ({len(x)},) ints")
+        raise Rejected(
+            f"predict returned shape {pred.shape} dtype {pred.dtype}, expected ({len(x)},) ints"
+        )
 
 
 def _evaluate(model: Any, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -181,8 +185,13 @@ def run(cfg: dict[str, Any], out: TextIO) -> None:
     x_test = data.x_test.reshape(len(data.x_test), -1).astype(np.float32) / np.float32(255)
     y_test = data.y_test
     del data
-    _emit(out, event="data", train=len(y_all), val=0 if y_val is None else len(y_val),
-          test=len(y_test))
+    _emit(
+        out,
+        event="data",
+        train=len(y_all),
+        val=0 if y_val is None else len(y_val),
+        test=len(y_test),
+    )
 
     blocker = _sandbox()
     start = time.perf_counter()
@@ -198,8 +207,11 @@ def run(cfg: dict[str, Any], out: TextIO) -> None:
         for s in range(0, len(order), bs):
             idx = order[s : s + bs]
             total += _check_loss(model.train_step(x_all[idx], y_all[idx]), "train_step") * len(idx)
-        record: dict[str, Any] = {"event": "epoch", "epoch": epoch + 1,
-                                  "train_loss": total / len(order)}
+        record: dict[str, Any] = {
+            "event": "epoch",
+            "epoch": epoch + 1,
+            "train_loss": total / len(order),
+        }
         if x_val is not None and y_val is not None:
             record["val_loss"], record["val_accuracy"] = _evaluate(model, x_val, y_val)
         record["seconds"] = time.perf_counter() - t0
@@ -207,8 +219,13 @@ def run(cfg: dict[str, Any], out: TextIO) -> None:
     pred = np.asarray(model.predict(x_test))
     if pred.shape != (len(y_test),):
         raise Rejected(f"predict returned shape {pred.shape}, expected ({len(y_test)},)")
-    _emit(out, event="done", test_accuracy=float(np.mean(pred == y_test)),
-          seconds=time.perf_counter() - start, peak_mb=_peak_mb())
+    _emit(
+        out,
+        event="done",
+        test_accuracy=float(np.mean(pred == y_test)),
+        seconds=time.perf_counter() - start,
+        peak_mb=_peak_mb(),
+    )
 
 
 def main() -> None:

@@ -131,7 +131,12 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
         "--epochs", type=_positive_int, default=15, help="passes over the data (default: 15)"
     )
     g.add_argument("--batch-size", type=_positive_int, default=128, help="default: 128")
-    g.add_argument("--label-smoothing", type=_fraction, default=0.0)
+    g.add_argument(
+        "--label-smoothing",
+        type=_fraction,
+        default=0.1,
+        help="cross-entropy label smoothing (default: 0.1; 0 = none)",
+    )
     g.add_argument(
         "--val-fraction",
         type=_fraction,
@@ -403,7 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="train a network on MNIST and report test accuracy",
         description="Train an MLP on MNIST (or any MNIST-format directory) and "
         "report test accuracy. Defaults: the reference 784-128-10 "
-        "ReLU network, Adam with a one-cycle schedule, 15 epochs.",
+        "ReLU network, Adam with a one-cycle schedule, label smoothing 0.1, 15 epochs.",
     )
     p.add_argument(
         "--data-dir",

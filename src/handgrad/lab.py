@@ -30,7 +30,8 @@ Training rule: Adam (Kingma & Ba) with bias-corrected moments and step size
 epochs or batch size, so the decay keys on its own update counter: short runs
 keep a large step, long runs end with a small one. Plain SGD at ``lr=0.01``
 learns MNIST to about 90% in a few epochs; this rule reaches 95.9-98.2% under
-the protocols in ``docs/lab.md``, where the measurements that chose it are. He initialisation from a fixed seed: the same numbers every run.
+the protocols in ``docs/lab.md``, where the measurements that chose it are.
+He initialisation from a fixed seed: the same numbers every run.
 """
 
 import numpy as np
@@ -135,7 +136,7 @@ class NeuralNetwork:
         t = self._t
         step = self.lr * self.step_scale / (1.0 + t / self.decay_steps)
         step *= np.sqrt(1.0 - self.beta2**t) / (1.0 - self.beta1**t)  # bias corrections
-        for p, g, m, v in zip(self._params(), grads, self._m, self._v):
+        for p, g, m, v in zip(self._params(), grads, self._m, self._v, strict=True):
             m *= self.beta1
             m += (1.0 - self.beta1) * g
             v *= self.beta2

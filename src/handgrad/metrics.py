@@ -99,8 +99,8 @@ def classification_report(
         ("macro avg", lambda v: float(np.mean(v))),
         ("weighted avg", lambda v: float(np.sum(v * weights))),
     ):
+        p, r, f = avg(scores.precision), avg(scores.recall), avg(scores.f1)
         rows.append(
-            f"{label:>{width}} {avg(scores.precision):>10.{digits}f} {avg(scores.recall):>10.{digits}f} "
-            f"{avg(scores.f1):>10.{digits}f} {total:>10d}"
+            f"{label:>{width}} {p:>10.{digits}f} {r:>10.{digits}f} {f:>10.{digits}f} {total:>10d}"
         )
     return "\n".join(rows)

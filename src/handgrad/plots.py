@@ -42,6 +42,7 @@ def plot_history(history: dict[str, list[float]], path: str | os.PathLike[str]) 
             if values:
                 ax.plot(range(1, len(values) + 1), values, style, label=label, markersize=3)
         ax.set_xlabel("epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_ylabel(metric)
         ax.set_title(metric.capitalize())
         ax.grid(alpha=0.3)

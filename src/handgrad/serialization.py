@@ -155,7 +155,7 @@ def save(
         raise ModelFileError(f"metadata is not JSON-serialisable: {exc}") from exc
     arrays = {STATE_PREFIX + k: v for k, v in module.state_dict().items()}
     arrays[HEADER_KEY] = np.array(header_json)
-    return atomic_write(path, lambda fh: np.savez(fh, **arrays))
+    return atomic_write(path, lambda fh: np.savez(fh, **arrays))  # type: ignore[arg-type]
 
 
 def _read(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -217,6 +217,7 @@ def _load_into(module: Module, state: dict[str, np.ndarray], path: str | os.Path
     try:
         module.load_state_dict(state, strict=True)
     except (KeyError, ValueError) as exc:
+        detail = exc.args[0] if exc.args else exc
         raise ModelFileError(
-            f"{path}: saved weights do not fit this architecture: {exc.args[0] if exc.args else exc}"
+            f"{path}: saved weights do not fit this architecture: {detail}"
         ) from exc

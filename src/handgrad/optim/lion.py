@@ -20,7 +20,10 @@ def lion_update(
     beta2: float,
     weight_decay: float,
 ) -> None:
-    """``c = b1 m + (1 - b1) g``; ``p <- p (1 - lr wd) - lr sign(c)``; ``m <- b2 m + (1 - b2) g``."""
+    """One Lion step on ``p`` in place.
+
+    ``c = b1 m + (1 - b1) g``; ``p <- p (1 - lr wd) - lr sign(c)``; ``m <- b2 m + (1 - b2) g``.
+    """
     if "exp_avg" not in state:
         state["exp_avg"] = np.zeros_like(p)
     m = state["exp_avg"]

@@ -115,7 +115,10 @@ class ExponentialLR(LRScheduler):
 
 
 class CosineAnnealingLR(LRScheduler):
-    """``lr = eta_min + (base_lr - eta_min) (1 + cos(pi epoch / T_max)) / 2`` (SGDR without restarts)."""
+    """Cosine annealing (SGDR without restarts).
+
+    ``lr = eta_min + (base_lr - eta_min) (1 + cos(pi epoch / T_max)) / 2``.
+    """
 
     def __init__(
         self, optimizer: Optimizer, T_max: int, eta_min: float = 0.0, last_epoch: int = -1

@@ -58,7 +58,7 @@ class Optimizer:
         if not isinstance(groups[0], dict):
             groups = [{"params": groups}]
         for group in groups:
-            self.add_param_group(group)
+            self.add_param_group(group)  # type: ignore[arg-type]
 
     def _check_group(self, group: dict[str, Any]) -> None:
         """Validate a group's hyperparameters (subclasses extend this)."""
