@@ -17,6 +17,8 @@ from typing import Any, NoReturn
 
 import numpy as np
 
+from handgrad._argtypes import fraction, layer_sizes, positive_float, positive_int
+
 DESCRIPTION = """\
 handgrad: neural networks from scratch in NumPy, every gradient derived by hand.
 
@@ -37,48 +39,6 @@ class _Parser(argparse.ArgumentParser):
 # -- shared pieces ----------------------------------------------------------------------
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
-    return value
-
-
-def _hidden(text: str) -> list[int]:
-    try:
-        sizes = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated layer sizes like 256,128, got {text!r}"
-        ) from None
-    if not sizes or min(sizes) < 1:
-        raise argparse.ArgumentTypeError(f"layer sizes must be positive, got {text!r}")
-    return sizes
-
-
 def _peak_memory_mb() -> float:
     # ru_maxrss is in kilobytes on Linux, bytes on macOS.
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -91,7 +51,7 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument(
         "--hidden",
-        type=_hidden,
+        type=layer_sizes,
         default=[128],
         metavar="SIZES",
         help="hidden layer sizes, comma-separated (default: 128)",
@@ -102,7 +62,7 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
         default="relu",
         help="hidden activation (default: relu)",
     )
-    g.add_argument("--dropout", type=_fraction, default=0.0, help="dropout after each hidden layer")
+    g.add_argument("--dropout", type=fraction, default=0.0, help="dropout after each hidden layer")
     g.add_argument(
         "--batch-norm", action="store_true", help="batch normalisation after each hidden Linear"
     )
@@ -116,7 +76,7 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--lr",
-        type=_positive_float,
+        type=positive_float,
         default=None,
         help="(peak) learning rate (default: 0.005 for adam/adamw, 0.2 for sgd, ...)",
     )
@@ -128,30 +88,30 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
         help="learning-rate schedule (default: onecycle, stepped every batch)",
     )
     g.add_argument(
-        "--epochs", type=_positive_int, default=15, help="passes over the data (default: 15)"
+        "--epochs", type=positive_int, default=15, help="passes over the data (default: 15)"
     )
-    g.add_argument("--batch-size", type=_positive_int, default=128, help="default: 128")
+    g.add_argument("--batch-size", type=positive_int, default=128, help="default: 128")
     g.add_argument(
         "--label-smoothing",
-        type=_fraction,
+        type=fraction,
         default=0.1,
         help="cross-entropy label smoothing (default: 0.1; 0 = none)",
     )
     g.add_argument(
         "--val-fraction",
-        type=_fraction,
+        type=fraction,
         default=0.1,
         help="share of training data held out for validation (default: 0.1; 0 = none)",
     )
     g.add_argument(
         "--patience",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="stop early when val_loss has not improved for this many epochs",
     )
     g.add_argument(
         "--time-limit",
-        type=_positive_float,
+        type=positive_float,
         default=None,
         metavar="SECONDS",
         help="stop training cleanly before this many seconds",
@@ -448,7 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("gradcheck", help="check every layer's backward against numeric gradients")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threshold", type=_positive_float, default=1e-6)
+    p.add_argument("--threshold", type=positive_float, default=1e-6)
     p.set_defaults(func=cmd_gradcheck)
 
     from handgrad.labgrade import add_lab_parser

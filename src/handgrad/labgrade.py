@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from handgrad._argtypes import positive_float, positive_int
+
 LAB_SOURCE = Path(__file__).with_name("lab.py")
 
 
@@ -204,19 +206,6 @@ def _cmd_grade(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive(kind: type) -> Any:
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-        return value
-
-    return parse
-
-
 def add_lab_parser(subparsers: Any) -> None:
     """Add ``lab export`` and ``lab grade`` to the ``handgrad`` command line."""
     lab = subparsers.add_parser(
@@ -241,13 +230,13 @@ def add_lab_parser(subparsers: Any) -> None:
         "capped), check its contract, train it and test it on MNIST.",
     )
     p.add_argument("path", nargs="?", default=None, help="the submission (default: handgrad's own)")
-    p.add_argument("--time-limit", type=_positive(float), default=120.0, metavar="SECONDS")
-    p.add_argument("--memory-mb", type=_positive(int), default=2048)
-    p.add_argument("--epochs", type=_positive(int), default=8)
-    p.add_argument("--batch-size", type=_positive(int), default=64)
+    p.add_argument("--time-limit", type=positive_float, default=120.0, metavar="SECONDS")
+    p.add_argument("--memory-mb", type=positive_int, default=2048)
+    p.add_argument("--epochs", type=positive_int, default=8)
+    p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument(
         "--train-size",
-        type=_positive(int),
+        type=positive_int,
         default=None,
         help="train on a random subset of this many images (default: all 60000)",
     )

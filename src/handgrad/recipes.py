@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from handgrad._random import as_generator
 from handgrad.nn import activations
 from handgrad.nn.layers import Dropout, Flatten, Linear
 from handgrad.nn.module import Module, Sequential
@@ -59,7 +60,7 @@ def build_mlp(
     """
     if activation not in ACTIVATIONS:
         raise ValueError(f"unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)}")
-    generator = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    generator = as_generator(rng)
     layers: list[Module] = [Flatten()]
     width = in_features
     for size in hidden:

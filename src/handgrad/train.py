@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from handgrad._random import as_generator
 from handgrad.callbacks import Callback
 from handgrad.nn.loss import Loss
 from handgrad.nn.module import Module
@@ -164,7 +165,7 @@ def fit(
         raise ValueError(
             f"scheduler_interval must be 'epoch' or 'batch', got {scheduler_interval!r}"
         )
-    generator = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    generator = as_generator(rng)
     prep = transform or default_transform(model_dtype(model))
     n = len(x)
     steps = math.ceil(n / batch_size)

@@ -4,20 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from handgrad._random import check_generator
+
 
 def _check_fraction(val_fraction: float, where: str) -> float:
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"{where}: val_fraction must be in [0, 1), got {val_fraction!r}")
     return float(val_fraction)
-
-
-def _check_rng(rng: object, where: str) -> np.random.Generator:
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(
-            f"{where} needs rng=numpy.random.Generator (e.g. np.random.default_rng(0)), "
-            f"got {type(rng).__name__}"
-        )
-    return rng
 
 
 def _val_counts(counts: np.ndarray, val_fraction: float) -> np.ndarray:
@@ -67,7 +60,7 @@ def stratified_split(
     if labels.ndim != 1:
         raise ValueError(f"stratified_split expects labels of shape (N,), got {labels.shape}")
     f = _check_fraction(val_fraction, "stratified_split")
-    gen = _check_rng(rng, "stratified_split")
+    gen = check_generator(rng, "stratified_split")
     _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
     n_val = _val_counts(counts, f)
     by_class = np.split(np.argsort(inverse, kind="stable"), np.cumsum(counts)[:-1])
@@ -114,7 +107,7 @@ def train_val_split(
         train_idx, val_idx = stratified_split(y, val_fraction, rng)
     else:
         f = _check_fraction(val_fraction, "train_val_split")
-        order = _check_rng(rng, "train_val_split").permutation(len(y))
+        order = check_generator(rng, "train_val_split").permutation(len(y))
         n_val = int(np.floor(len(y) * f + 0.5))
         val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
     return x[train_idx], y[train_idx], x[val_idx], y[val_idx]

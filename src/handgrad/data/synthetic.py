@@ -13,14 +13,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-
-def _check_rng(rng: object, where: str) -> np.random.Generator:
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(
-            f"{where} needs rng=numpy.random.Generator (e.g. np.random.default_rng(0)), "
-            f"got {type(rng).__name__}"
-        )
-    return rng
+from handgrad._random import check_generator
 
 
 def _check_count(n: int, minimum: int, what: str, where: str) -> int:
@@ -76,7 +69,7 @@ def make_xor(
     labels = np.array([0, 1, 1, 0], dtype=np.int64)
     if n == 4 and noise == 0 and rng is None:
         return corners.astype(np.dtype(dtype)), labels
-    gen = _check_rng(rng, "make_xor (with noise or n_samples != 4)")
+    gen = check_generator(rng, "make_xor (with noise or n_samples != 4)")
     pick = np.arange(n) % 4
     return _finish(corners[pick], labels[pick], noise, gen, dtype)
 
@@ -95,7 +88,7 @@ def make_moons(
     """
     n = _check_count(n_samples, 2, "n_samples", "make_moons")
     noise = _check_noise(noise, "make_moons")
-    gen = _check_rng(rng, "make_moons")
+    gen = check_generator(rng, "make_moons")
     n0, n1 = _class_sizes(n, 2)
     t0 = np.linspace(0.0, np.pi, n0)
     t1 = np.linspace(0.0, np.pi, n1)
@@ -128,7 +121,7 @@ def make_spirals(
     k = _check_count(n_classes, 2, "n_classes", "make_spirals")
     n = _check_count(n_samples, k, "n_samples (at least one per class)", "make_spirals")
     noise = _check_noise(noise, "make_spirals")
-    gen = _check_rng(rng, "make_spirals")
+    gen = check_generator(rng, "make_spirals")
     sizes = _class_sizes(n, k)
     arms = []
     for cls, size in enumerate(sizes):
@@ -161,7 +154,7 @@ def make_blobs(
     -----
     ``x (n_samples, D)`` (``D = 2`` when centers is a count), ``y (n_samples,)`` int64.
     """
-    gen = _check_rng(rng, "make_blobs")
+    gen = check_generator(rng, "make_blobs")
     if isinstance(centers, (int, np.integer)) and not isinstance(centers, bool):
         k = _check_count(int(centers), 1, "centers", "make_blobs")
         means = gen.uniform(-box, box, size=(k, 2))

@@ -11,6 +11,8 @@ import math
 
 import numpy as np
 
+from handgrad._random import check_generator
+
 _GAINS = {
     "linear": 1.0,
     "sigmoid": 1.0,
@@ -52,15 +54,6 @@ def _fan(shape: tuple[int, ...], mode: str) -> int:
     raise ValueError(f"mode must be 'fan_in' or 'fan_out', got {mode!r}")
 
 
-def _rng(rng: np.random.Generator) -> np.random.Generator:
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(
-            f"rng must be a numpy.random.Generator (np.random.default_rng(seed)), "
-            f"got {type(rng).__name__}"
-        )
-    return rng
-
-
 def uniform(
     shape: tuple[int, ...],
     low: float,
@@ -69,7 +62,7 @@ def uniform(
     dtype: np.dtype | type = np.float32,
 ) -> np.ndarray:
     """Samples from U(low, high)."""
-    return _rng(rng).uniform(low, high, size=shape).astype(dtype)
+    return check_generator(rng, "handgrad.nn.init").uniform(low, high, size=shape).astype(dtype)
 
 
 def normal(
@@ -80,7 +73,9 @@ def normal(
     mean: float = 0.0,
 ) -> np.ndarray:
     """Samples from N(mean, std^2)."""
-    return (mean + std * _rng(rng).standard_normal(size=shape)).astype(dtype)
+    return (
+        mean + std * check_generator(rng, "handgrad.nn.init").standard_normal(size=shape)
+    ).astype(dtype)
 
 
 def kaiming_normal(

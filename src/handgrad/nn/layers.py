@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from handgrad._random import as_generator
 from handgrad.nn import init as initialisers
 from handgrad.nn._validation import check_features, check_float_array, check_same_shape
 from handgrad.nn.module import Module
@@ -58,16 +59,6 @@ def dropout_mask(
 # -- modules --------------------------------------------------------------------
 
 
-def _default_rng(rng: np.random.Generator | int | None) -> np.random.Generator:
-    if isinstance(rng, np.random.Generator):
-        return rng
-    if rng is None or isinstance(rng, (int, np.integer)):
-        return np.random.default_rng(rng)
-    raise TypeError(
-        f"rng must be a numpy.random.Generator, an int seed or None, got {type(rng).__name__}"
-    )
-
-
 class Linear(Module):
     """Fully connected layer ``y = x W^T + b``.
 
@@ -112,7 +103,7 @@ class Linear(Module):
         self.in_features = int(in_features)
         self.out_features = int(out_features)
         self.dtype = np.dtype(dtype)
-        generator = _default_rng(rng)
+        generator = as_generator(rng)
         shape = (self.out_features, self.in_features)
         w_init = weight_init or initialisers.kaiming_uniform
         self.weight = Parameter(w_init(shape, generator, dtype=self.dtype))
@@ -164,7 +155,7 @@ class Dropout(Module):
         if not (isinstance(p, (int, float)) and 0.0 <= p < 1.0) or math.isnan(p):
             raise ValueError(f"Dropout probability must be in [0, 1), got {p!r}")
         self.p = float(p)
-        self.rng = _default_rng(rng)
+        self.rng = as_generator(rng)
         self._mask: np.ndarray | None = None
         self._shape: tuple[int, ...] | None = None
 

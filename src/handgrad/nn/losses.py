@@ -56,6 +56,14 @@ def _class_targets(
     return t
 
 
+def _scores_and_classes(input: object, target: object, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """Scores ``(N, C)`` (exactly 2-D) and their integer class targets ``(N,)``."""
+    x = check_float_array(input, where)
+    if x.ndim != 2:
+        raise ValueError(f"{where} expects scores of shape (N, C), got {x.shape}")
+    return x, _class_targets(target, x.shape, x.shape[1], None, where)
+
+
 def _same_shape_target(target: object, x: np.ndarray, where: str) -> np.ndarray:
     t = np.asarray(target)
     if not np.issubdtype(t.dtype, np.floating):
@@ -325,11 +333,8 @@ class MultiMarginLoss(Loss):
         self.weight = None if weight is None else np.asarray(weight, dtype=np.float64)
 
     def forward(self, input: np.ndarray, target: np.ndarray) -> float:
-        x = check_float_array(input, "MultiMarginLoss")
-        if x.ndim != 2:
-            raise ValueError(f"MultiMarginLoss expects scores of shape (N, C), got {x.shape}")
+        x, t = _scores_and_classes(input, target, "MultiMarginLoss")
         n, c = x.shape
-        t = _class_targets(target, x.shape, c, None, "MultiMarginLoss")
         rows = np.arange(n)
         z = x.dtype.type(self.margin) - x[rows, t][:, None] + x  # (N, C)
         z[rows, t] = 0  # the target class itself does not count
@@ -376,11 +381,8 @@ class FocalLoss(Loss):
         self.alpha = None if alpha is None else np.asarray(alpha, dtype=np.float64)
 
     def forward(self, input: np.ndarray, target: np.ndarray) -> float:
-        x = check_float_array(input, "FocalLoss")
-        if x.ndim != 2:
-            raise ValueError(f"FocalLoss expects scores of shape (N, C), got {x.shape}")
+        x, t = _scores_and_classes(input, target, "FocalLoss")
         n, c = x.shape
-        t = _class_targets(target, x.shape, c, None, "FocalLoss")
         logp = log_softmax(x, axis=1)
         lt = logp[np.arange(n), t]  # (N,) log p_t
         one_minus = -np.expm1(lt)  # 1 - p_t, accurate when p_t is near 1
