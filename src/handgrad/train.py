@@ -18,6 +18,7 @@ import numpy as np
 
 from handgrad._random import as_generator
 from handgrad.callbacks import Callback
+from handgrad.nn.functional import softmax
 from handgrad.nn.loss import Loss
 from handgrad.nn.module import Module
 
@@ -278,11 +279,7 @@ def predict_proba(
     model: Module, x: np.ndarray, *, batch_size: int = 2000, transform: Transform | None = None
 ) -> np.ndarray:
     """Class probabilities: softmax of the model's scores. Shape ``(N, C)``."""
-    scores = predict_scores(model, x, batch_size=batch_size, transform=transform)
-    shifted = scores - scores.max(axis=1, keepdims=True)
-    np.exp(shifted, out=shifted)
-    shifted /= shifted.sum(axis=1, keepdims=True)
-    return shifted
+    return softmax(predict_scores(model, x, batch_size=batch_size, transform=transform), axis=1)
 
 
 def predict(
