@@ -119,6 +119,39 @@ def test_kaggle_writes_a_submission(tmp_path: Path) -> None:
     assert lines[0] == "ImageId,Label" and len(lines) == 51 and lines[1].startswith("1,")
 
 
+@pytest.mark.parametrize(
+    "options",
+    [["--optimizer", name] for name in ("sgd", "adam", "adamw", "rmsprop", "adagrad", "lion")]
+    + [["--schedule", name] for name in ("cosine", "step", "constant")]
+    + [
+        [
+            "--hidden",
+            "32,16",
+            "--activation",
+            "gelu",
+            "--batch-norm",
+            "--dropout",
+            "0.1",
+            "--dtype",
+            "float64",
+            "--patience",
+            "2",
+            "--time-limit",
+            "30",
+        ]
+    ],
+    ids=lambda o: "-".join(o).replace("--", ""),
+)
+def test_every_optimizer_schedule_and_option_trains(
+    options: list[str], small_mnist: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["train", "--data-dir", str(small_mnist), "--epochs", "2", "--no-save", *options]
+    assert main(argv) == 0
+    summary = capsys.readouterr().out.strip().splitlines()[-1]
+    # 42 steps on 2,700 images: far above chance (10%) is what a short run must show
+    assert float(summary.split()[2].rstrip("%")) > 50.0, summary
+
+
 def test_gradcheck_command_passes(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["gradcheck"]) == 0
     out = capsys.readouterr().out

@@ -136,22 +136,12 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--quiet", "-q", action="store_true", help="no progress output")
 
 
-DEFAULT_LR = {
-    "adam": 5e-3,
-    "adamw": 5e-3,
-    "sgd": 0.2,
-    "rmsprop": 1e-3,
-    "adagrad": 0.05,
-    "lion": 4e-4,
-}
-
-
 def _train(args: argparse.Namespace, x: np.ndarray, y: np.ndarray) -> tuple[Any, Any]:
     """Build, train and return ``(model, history)`` on ``(x, y)`` per the options."""
     from handgrad.callbacks import EarlyStopping, ProgressBar, TimeLimit
     from handgrad.data import train_val_split
     from handgrad.nn.losses import CrossEntropyLoss
-    from handgrad.recipes import build_mlp, make_optimizer, make_scheduler
+    from handgrad.recipes import DEFAULT_LR, build_mlp, make_optimizer, make_scheduler
     from handgrad.train import fit
 
     rng = np.random.default_rng(args.seed)

@@ -40,6 +40,16 @@ OPTIMIZERS: dict[str, Callable[..., Optimizer]] = {
     "lion": lambda params, lr, weight_decay: Lion(params, lr=lr, weight_decay=weight_decay),
 }
 
+# Peak learning rates of the command line's recipe, per optimizer.
+DEFAULT_LR = {
+    "adam": 5e-3,
+    "adamw": 5e-3,
+    "sgd": 0.2,
+    "rmsprop": 1e-3,
+    "adagrad": 0.05,
+    "lion": 4e-4,
+}
+
 SCHEDULES = ("onecycle", "cosine", "step", "constant")
 
 
@@ -88,8 +98,14 @@ def make_scheduler(
     if name == "constant":
         return None, "epoch"
     if name == "onecycle":
+        group = optimizer.param_groups[0]
         sched = lr_scheduler.OneCycleLR(
-            optimizer, max_lr=lr, epochs=epochs, steps_per_epoch=steps_per_epoch
+            optimizer,
+            max_lr=lr,
+            epochs=epochs,
+            steps_per_epoch=steps_per_epoch,
+            # Adagrad has neither momentum nor betas: cycle only what the optimizer has.
+            cycle_momentum="betas" in group or "momentum" in group,
         )
         return sched, "batch"
     if name == "cosine":

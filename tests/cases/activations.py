@@ -23,6 +23,11 @@ def _wide(*shape: int) -> Any:
     return lambda rng: rng.standard_normal(shape) * 3
 
 
+def _spread(low: float, high: float, n: int) -> Any:
+    """Evenly spaced points, jittered so that none sits exactly on a grid point."""
+    return lambda rng: np.linspace(low, high, n) + rng.uniform(-0.05, 0.05, n)
+
+
 def _twin(name: str, **kwargs: Any) -> Any:
     def make(m: Module) -> Any:
         import torch
@@ -34,6 +39,7 @@ def _twin(name: str, **kwargs: Any) -> Any:
 
 MODULE_CASES = [
     ModuleCase("ReLU", lambda r: act.ReLU(), _away_from_zero(5, 7), _twin("ReLU")),
+    ModuleCase("ReLU-4d", lambda r: act.ReLU(), _away_from_zero(2, 3, 2, 4), _twin("ReLU")),
     ModuleCase("LeakyReLU", lambda r: act.LeakyReLU(), _away_from_zero(5, 7), _twin("LeakyReLU")),
     ModuleCase(
         "LeakyReLU-0.2",
@@ -45,6 +51,8 @@ MODULE_CASES = [
     ModuleCase("ELU-0.5", lambda r: act.ELU(0.5), _away_from_zero(5, 7), _twin("ELU", alpha=0.5)),
     ModuleCase("SELU", lambda r: act.SELU(), _away_from_zero(5, 7), _twin("SELU")),
     ModuleCase("GELU", lambda r: act.GELU(), _wide(5, 7), _twin("GELU")),
+    # every erf centre 0, 1/4, ..., 6 and beyond, on both sides: x / sqrt(2) in [-6.4, 6.4]
+    ModuleCase("GELU-erf-range", lambda r: act.GELU(), _spread(-9.0, 9.0, 73), _twin("GELU")),
     ModuleCase(
         "GELU-tanh",
         lambda r: act.GELU(approximate="tanh"),
@@ -56,6 +64,9 @@ MODULE_CASES = [
     ModuleCase("Tanh", lambda r: act.Tanh(), _wide(5, 7), _twin("Tanh")),
     ModuleCase("Softmax", lambda r: act.Softmax(dim=-1), _wide(5, 7), _twin("Softmax", dim=-1)),
     ModuleCase(
+        "Softmax-3d", lambda r: act.Softmax(dim=-1), _wide(3, 4, 5), _twin("Softmax", dim=-1)
+    ),
+    ModuleCase(
         "Softmax-dim0-3d", lambda r: act.Softmax(dim=0), _wide(3, 4, 5), _twin("Softmax", dim=0)
     ),
     ModuleCase(
@@ -63,6 +74,12 @@ MODULE_CASES = [
     ),
     ModuleCase(
         "LogSoftmax", lambda r: act.LogSoftmax(dim=-1), _wide(5, 7), _twin("LogSoftmax", dim=-1)
+    ),
+    ModuleCase(
+        "LogSoftmax-dim0-3d",
+        lambda r: act.LogSoftmax(dim=0),
+        _wide(3, 4, 5),
+        _twin("LogSoftmax", dim=0),
     ),
     ModuleCase(
         "LogSoftmax-dim1-3d",
