@@ -196,3 +196,47 @@ def test_module_subclass_must_call_super_init() -> None:
 
     with pytest.raises(AttributeError, match="must call super"):
         Broken()
+
+
+def test_sequential_backward_params_skips_what_the_data_never_needs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rng = np.random.default_rng(0)
+    model = Sequential(
+        Flatten(),
+        Linear(12, 5, rng=rng, dtype=np.float64),
+        ReLU(),
+        Linear(5, 3, rng=rng, dtype=np.float64),
+    )
+    x = rng.standard_normal((4, 3, 4))
+    dout = rng.standard_normal((4, 3))
+    model.forward(x)
+    model.backward(dout)
+    expected = {name: p.grad.copy() for name, p in model.named_parameters()}
+    model.zero_grad()
+    calls: list[str] = []
+
+    def spy(module: Module, method: str) -> None:
+        original = getattr(module, method)
+
+        def recorded(d: np.ndarray) -> np.ndarray | None:
+            calls.append(f"{type(module).__name__}.{method}")
+            return original(d)
+
+        monkeypatch.setattr(module, method, recorded)
+
+    for module in model:
+        spy(module, "backward")
+        spy(module, "backward_params")
+    assert model.backward_params(dout) is None
+    # Flatten (no parameters, before the first layer) runs no backward at all, and
+    # the first Linear computes no input gradient.
+    assert calls == ["Linear.backward", "ReLU.backward", "Linear.backward_params"]
+    for name, p in model.named_parameters():
+        np.testing.assert_allclose(p.grad, expected[name], rtol=1e-14, err_msg=name)
+
+
+def test_backward_params_of_a_model_without_parameters_does_nothing() -> None:
+    model = Sequential(Flatten(), ReLU())
+    model.forward(np.ones((2, 2, 2)))
+    assert model.backward_params(np.ones((2, 4))) is None

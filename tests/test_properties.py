@@ -51,6 +51,32 @@ def test_backward_before_forward_is_an_error(case: ModuleCase) -> None:
     module = case.make(np.random.default_rng(0))
     with pytest.raises(RuntimeError, match="before forward"):
         module.backward(np.zeros((2, 2)))
+    if any(True for _ in module.parameters()):
+        with pytest.raises(RuntimeError, match="before forward"):
+            module.backward_params(np.zeros((2, 2)))
+
+
+@pytest.mark.parametrize("case", MODULE_CASES, ids=str)
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_backward_params_gives_the_parameter_gradients_of_backward(
+    case: ModuleCase, dtype: type
+) -> None:
+    grads = []
+    for method in ("backward", "backward_params"):
+        rng = np.random.default_rng(0)
+        module = case.make(rng).train(case.train).to(dtype)
+        x = case.input(rng).astype(dtype)
+        if case.before_forward is not None:
+            case.before_forward(module)
+        out = module.forward(x)
+        module.zero_grad()
+        result = getattr(module, method)(rng.standard_normal(out.shape).astype(dtype))
+        if method == "backward_params":
+            assert result is None
+        grads.append({name: p.grad.copy() for name, p in module.named_parameters()})
+    assert grads[0].keys() == grads[1].keys()
+    for name, grad in grads[0].items():
+        np.testing.assert_array_equal(grads[1][name], grad, err_msg=name)
 
 
 @pytest.mark.parametrize("case", LOSS_CASES, ids=str)

@@ -35,16 +35,23 @@ def linear_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.nda
     return out
 
 
+def linear_param_grads(
+    dout: np.ndarray, x: np.ndarray, with_bias: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Parameter gradients of ``out = x @ w.T + b``: returns ``(dw, db)``."""
+    dout2 = dout.reshape(-1, dout.shape[-1])  # (M, D_out), M = N * prod(*)
+    x2 = x.reshape(-1, x.shape[-1])  # (M, D_in)
+    dw = dout2.T @ x2  # (D_out, D_in)
+    db = dout2.sum(axis=0) if with_bias else None  # (D_out,)
+    return dw, db
+
+
 def linear_backward(
     dout: np.ndarray, x: np.ndarray, w: np.ndarray, with_bias: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Gradients of ``out = x @ w.T + b``: returns ``(dx, dw, db)``."""
-    d_out = w.shape[0]
-    dout2 = dout.reshape(-1, d_out)  # (M, D_out), M = N * prod(*)
-    x2 = x.reshape(-1, w.shape[1])  # (M, D_in)
     dx = dout @ w  # (N, *, D_in)
-    dw = dout2.T @ x2  # (D_out, D_in)
-    db = dout2.sum(axis=0) if with_bias else None  # (D_out,)
+    dw, db = linear_param_grads(dout, x, with_bias)
     return dx, dw, db
 
 
@@ -122,10 +129,18 @@ class Linear(Module):
         x = self._cached(self._cache)
         check_same_shape(dout, (*x.shape[:-1], self.out_features), "Linear.backward")
         dx, dw, db = linear_backward(dout, x, self.weight.data, self.bias is not None)
+        self._accumulate(dw, db)
+        return dx
+
+    def backward_params(self, dout: np.ndarray) -> None:
+        x = self._cached(self._cache)
+        check_same_shape(dout, (*x.shape[:-1], self.out_features), "Linear.backward_params")
+        self._accumulate(*linear_param_grads(dout, x, self.bias is not None))
+
+    def _accumulate(self, dw: np.ndarray, db: np.ndarray | None) -> None:
         self.weight.grad += dw
         if self.bias is not None and db is not None:
             self.bias.grad += db
-        return dx
 
     def extra_repr(self) -> str:
         return (

@@ -95,6 +95,16 @@ class Module:
         """Return ``dL/dx`` given ``dout = dL/dout``; accumulate parameter gradients."""
         raise NotImplementedError(f"{type(self).__name__} does not implement backward")
 
+    def backward_params(self, dout: np.ndarray) -> None:
+        """Accumulate the parameter gradients only, without computing ``dL/dx``.
+
+        For a network whose input is data, the gradient w.r.t. that input is
+        never used, and for a first ``Linear`` layer it costs as much as the
+        weight gradient. :func:`handgrad.train.fit` calls this. The default runs
+        :meth:`backward` and drops its result.
+        """
+        self.backward(dout)
+
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.forward(x)
 
@@ -273,3 +283,14 @@ class Sequential(Module):
         for module in reversed(self._modules.values()):
             dout = module.backward(dout)
         return dout
+
+    def backward_params(self, dout: np.ndarray) -> None:
+        # Modules before the first one with parameters need no gradient at all,
+        # and that one needs none w.r.t. its input.
+        modules = list(self._modules.values())
+        first = next((i for i, m in enumerate(modules) if any(True for _ in m.parameters())), None)
+        if first is None:
+            return
+        for module in reversed(modules[first + 1 :]):
+            dout = module.backward(dout)
+        modules[first].backward_params(dout)
