@@ -158,8 +158,39 @@ def test_non_finite_loss_stops_with_the_last_good_weights() -> None:
         )
     assert history.stop_reason is not None and "epoch 1, batch 7" in history.stop_reason
     assert len(snaps.states) == 6
+    # states[-1] are the weights whose loss came out NaN; states[-2] the last good ones
     for k, v in model.state_dict().items():
-        np.testing.assert_array_equal(v, snaps.states[-1][k])
+        np.testing.assert_array_equal(v, snaps.states[-2][k])
+
+
+def test_a_diverging_run_ends_on_finite_weights_with_one_warning() -> None:
+    x, y = _moons(256)
+    model = build_mlp(2, [16], 2, rng=0, batch_norm=True)
+    seen: list[float] = []
+
+    class Losses(Callback):
+        def on_train_batch_end(self, batch: int, logs: dict[str, float]) -> None:
+            seen.append(logs["loss"])
+
+    with pytest.warns(RuntimeWarning) as caught, np.errstate(all="raise"):
+        history = fit(
+            model,
+            CrossEntropyLoss(),
+            SGD(model.parameters(), lr=1e30),
+            (x, y),
+            epochs=3,
+            batch_size=32,
+            rng=0,
+            callbacks=[Losses()],
+        )
+    assert [str(w.message) for w in caught] == [history.stop_reason]
+    assert "restored" in str(history.stop_reason)
+    assert all(np.isfinite(v) for v in seen)
+    for name, value in model.state_dict().items():
+        assert np.all(np.isfinite(value)), name
+    # the restored weights give a finite loss again
+    with np.errstate(all="raise"):
+        assert np.isfinite(evaluate(model, CrossEntropyLoss(), x, y)["loss"])
 
 
 def test_early_stopping_restores_the_best_weights() -> None:
@@ -230,6 +261,58 @@ def test_time_limit_stops_inside_the_limit() -> None:
     assert elapsed < 0.5
     assert str(history.stop_reason).startswith("time limit")
     assert history.epochs >= 1
+
+
+def test_time_limit_leaves_room_for_the_first_validation() -> None:
+    # One epoch of 50 batches (about 0.5 s) and a validation set 40x the
+    # training set: the first validation, not yet timed, must be budgeted for.
+    x, y = _moons(400)
+    x_val, y_val = np.tile(x, (40, 1)), np.tile(y, 40)
+    model = build_mlp(2, [256, 256], 2, rng=0)
+
+    class Slow(Callback):
+        def on_train_batch_end(self, batch: int, logs: dict[str, float]) -> None:
+            time.sleep(0.01)
+
+    start = time.perf_counter()
+    limit = TimeLimit(0.6)
+    history = fit(
+        model,
+        CrossEntropyLoss(),
+        Adam(model.parameters()),
+        (x, y),
+        val=(x_val, y_val),
+        epochs=100,
+        batch_size=8,
+        rng=0,
+        callbacks=[Slow(), limit],
+    )
+    assert time.perf_counter() - start < 0.6
+    assert str(history.stop_reason).startswith("time limit")
+    assert len(history["val_loss"]) == history.epochs >= 1
+
+
+def test_time_limit_counts_from_a_given_start_and_keeps_a_margin() -> None:
+    x, y = _moons(64)
+    model = build_mlp(2, [4], 2, rng=0)
+    before = time.perf_counter() - 0.3  # as if the program had started 0.3 s ago
+    start = time.perf_counter()
+    history = fit(
+        model,
+        CrossEntropyLoss(),
+        Adam(model.parameters()),
+        (x, y),
+        epochs=1000,
+        batch_size=8,
+        rng=0,
+        callbacks=[TimeLimit(0.6, margin=0.1, start=before)],
+    )
+    assert time.perf_counter() - start < 0.2  # 0.6 - 0.3 already gone - 0.1 margin
+    assert str(history.stop_reason).startswith("time limit")
+    with pytest.raises(ValueError, match="positive number of seconds"):
+        TimeLimit(float("nan"))
+    with pytest.raises(ValueError, match="margin"):
+        TimeLimit(1.0, margin=-1)
 
 
 def test_checkpoint_saves_the_best_model(tmp_path: Path) -> None:

@@ -140,33 +140,61 @@ class ModelCheckpoint(Callback):
 
 
 class TimeLimit(Callback):
-    """Stop cleanly before ``seconds`` of wall time have passed since training began.
+    """Stop cleanly before ``seconds`` of wall time have passed.
 
-    Between batches it estimates whether one more batch plus the end-of-epoch
-    evaluation still fits, so the run ends inside the limit rather than after it.
+    After every batch it checks whether one more batch plus the end-of-epoch
+    validation still fits (with a 50% safety factor), so the run ends inside the
+    limit rather than after it. Before the first validation has been timed, its
+    cost is estimated from the training speed.
+
+    Parameters
+    ----------
+    seconds : float
+        The limit.
+    margin : float
+        Seconds to keep free for work after training (testing, saving).
+    start : float, optional
+        A ``time.perf_counter()`` reading the limit counts from (e.g. when the
+        program started); default: when training begins.
     """
 
-    def __init__(self, seconds: float, margin: float = 0.0) -> None:
-        if seconds <= 0:
-            raise ValueError(f"time limit must be positive, got {seconds}")
+    # A validation sample costs a forward pass, a training sample a forward and
+    # a backward pass of about twice its cost: half is a safe estimate.
+    EVAL_COST = 0.5
+
+    def __init__(self, seconds: float, margin: float = 0.0, start: float | None = None) -> None:
+        if not seconds > 0 or not math.isfinite(seconds):
+            raise ValueError(f"time limit must be a positive number of seconds, got {seconds}")
+        if not margin >= 0:
+            raise ValueError(f"margin must be >= 0 seconds, got {margin}")
         self.seconds = float(seconds)
         self.margin = float(margin)
+        self.fixed_start = start
         self.start = 0.0
         self.last = 0.0
         self.slowest_batch = 0.0
+        self.slowest_per_sample = 0.0
 
     def on_train_begin(self) -> None:
-        self.start = self.last = time.perf_counter()
-        self.slowest_batch = 0.0
+        self.last = time.perf_counter()
+        self.start = self.last if self.fixed_start is None else self.fixed_start
+        self.slowest_batch = self.slowest_per_sample = 0.0
 
     def on_epoch_begin(self, epoch: int) -> None:
         self.last = time.perf_counter()
 
+    def _eval_estimate(self) -> float:
+        if self.trainer.last_eval_seconds > 0:
+            return self.trainer.last_eval_seconds
+        return self.EVAL_COST * self.slowest_per_sample * self.trainer.val_size
+
     def on_train_batch_end(self, batch: int, logs: dict[str, float]) -> None:
         now = time.perf_counter()
-        self.slowest_batch = max(self.slowest_batch, now - self.last)
+        took = now - self.last
         self.last = now
-        needed = 1.5 * (self.slowest_batch + self.trainer.last_eval_seconds) + self.margin
+        self.slowest_batch = max(self.slowest_batch, took)
+        self.slowest_per_sample = max(self.slowest_per_sample, took / max(1.0, logs["size"]))
+        needed = 1.5 * (self.slowest_batch + self._eval_estimate()) + self.margin
         if now - self.start + needed > self.seconds:
             self.trainer.request_stop(
                 f"time limit: stopped after {now - self.start:.1f} s to stay inside "

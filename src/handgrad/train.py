@@ -65,6 +65,7 @@ class Trainer:
     stop_training: bool = False  # finish the current epoch, then stop
     stop_now: bool = False  # stop after the current batch
     last_eval_seconds: float = 0.0
+    val_size: int = 0  # validation samples evaluated after every epoch
 
     def request_stop(self, reason: str, immediately: bool = False) -> None:
         if self.history.stop_reason is None:
@@ -111,6 +112,24 @@ def _n_correct(scores: np.ndarray, y: np.ndarray) -> int | None:
 
 def _grads_finite(model: Module) -> bool:
     return all(bool(np.isfinite(p.grad).all()) for p in model.parameters())
+
+
+class _LastGood:
+    """Copies of the weights and buffers of the last step whose loss and gradients
+    were finite, refreshed in place before every update (no allocation per step)."""
+
+    def __init__(self, model: Module) -> None:
+        self.model = model
+        self.state = model.state_dict()
+
+    def keep(self) -> None:
+        for name, p in self.model.named_parameters():
+            np.copyto(self.state[name], p.data)
+        for name, buf in self.model.named_buffers():
+            np.copyto(self.state[name], buf)
+
+    def restore(self) -> None:
+        self.model.load_state_dict(self.state)
 
 
 def fit(
@@ -172,12 +191,14 @@ def fit(
     steps = math.ceil(n / batch_size)
     history = History()
     trainer = Trainer(model, loss, optimizer, int(epochs), steps, history)
+    trainer.val_size = 0 if val is None else len(val[0])
     callbacks = list(callbacks)
     for cb in callbacks:
         cb.set_trainer(trainer)
     for cb in callbacks:
         cb.on_train_begin()
 
+    last_good = _LastGood(model)
     for epoch in range(int(epochs)):
         trainer.epoch = epoch
         model.train()
@@ -190,24 +211,27 @@ def fit(
         for step in range(steps):
             idx = order[step * batch_size : (step + 1) * batch_size]
             xb, yb = prep(x[idx]), y[idx]
-            scores = model.forward(xb)
-            value = loss.forward(scores, yb)
-            if not math.isfinite(value):
+            # A diverging run overflows somewhere in the step; the checks below
+            # catch every such case and say so once, instead of NumPy's warnings.
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                scores = model.forward(xb)
+                value = loss.forward(scores, yb)
+                problem = None if math.isfinite(value) else f"non-finite loss ({value})"
+                if problem is None:
+                    optimizer.zero_grad()
+                    model.backward_params(loss.backward())  # dL/dx of the data is never used
+                    if not _grads_finite(model):
+                        problem = "non-finite gradient"
+            if problem is not None:
+                last_good.restore()
                 trainer.request_stop(
-                    f"non-finite loss ({value}) at epoch {epoch + 1}, batch {step + 1}: stopped; "
-                    "the weights are those of the last finite step (try a lower learning rate)",
+                    f"{problem} at epoch {epoch + 1}, batch {step + 1}: stopped; the weights "
+                    "are restored to those of the last step whose loss and gradients were "
+                    "finite (try a lower learning rate)",
                     immediately=True,
                 )
                 break
-            optimizer.zero_grad()
-            model.backward(loss.backward())
-            if not _grads_finite(model):
-                trainer.request_stop(
-                    f"non-finite gradient at epoch {epoch + 1}, batch {step + 1}: stopped before "
-                    "the update; the weights are those of the last finite step",
-                    immediately=True,
-                )
-                break
+            last_good.keep()
             optimizer.step()
             if scheduler is not None and scheduler_interval == "batch":
                 scheduler.step()
