@@ -35,7 +35,7 @@ def _save(fig: Any, path: str | os.PathLike[str]) -> Path:
 def plot_history(history: dict[str, list[float]], path: str | os.PathLike[str]) -> Path:
     """Loss and accuracy per epoch, training vs validation, side by side."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), layout="constrained")
     for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
         for key, label, style in ((metric, "train", "-o"), (f"val_{metric}", "validation", "-s")):
             values = history.get(key)
@@ -58,7 +58,7 @@ def plot_confusion_matrix(
     plt = _pyplot()
     k = cm.shape[0]
     names = class_names or [str(i) for i in range(k)]
-    fig, ax = plt.subplots(figsize=(5.2, 4.6))
+    fig, ax = plt.subplots(figsize=(5.2, 4.6), layout="constrained")
     shown = np.log1p(cm)  # log scale, so off-diagonal mistakes stay visible
     im = ax.imshow(shown, cmap="Blues")
     threshold = shown.max() / 2 if shown.size else 0
@@ -94,7 +94,9 @@ def plot_predictions(
     plt = _pyplot()
     n = len(images)
     rows = math.ceil(n / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.1, rows * 1.25))
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(columns * 1.1, rows * 1.25), layout="constrained"
+    )
     for i, ax in enumerate(np.atleast_1d(axes).ravel()):
         ax.axis("off")
         if i >= n:
@@ -113,7 +115,9 @@ def plot_first_layer(weight: np.ndarray, path: str | os.PathLike[str], max_units
     units = min(weight.shape[0], max_units)
     columns = 8
     rows = math.ceil(units / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(columns * 0.9, rows * 0.9))
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(columns * 0.9, rows * 0.9), layout="constrained"
+    )
     for i, ax in enumerate(np.atleast_1d(axes).ravel()):
         ax.axis("off")
         if i < units:
