@@ -238,13 +238,16 @@ def test_early_stopping_names_a_missing_metric() -> None:
         )
 
 
+class _Slow(Callback):
+    """10 ms per batch: training slow enough to time."""
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, float]) -> None:
+        time.sleep(0.01)
+
+
 def test_time_limit_stops_inside_the_limit() -> None:
     x, y = _moons(400)
     model = build_mlp(2, [8], 2, rng=0)
-
-    class Slow(Callback):
-        def on_train_batch_end(self, batch: int, logs: dict[str, float]) -> None:
-            time.sleep(0.01)
 
     start = time.perf_counter()
     history = fit(
@@ -255,7 +258,7 @@ def test_time_limit_stops_inside_the_limit() -> None:
         epochs=100,
         batch_size=8,
         rng=0,
-        callbacks=[Slow(), TimeLimit(0.5)],
+        callbacks=[_Slow(), TimeLimit(0.5)],
     )
     elapsed = time.perf_counter() - start
     assert elapsed < 0.5
@@ -270,12 +273,7 @@ def test_time_limit_leaves_room_for_the_first_validation() -> None:
     x_val, y_val = np.tile(x, (40, 1)), np.tile(y, 40)
     model = build_mlp(2, [256, 256], 2, rng=0)
 
-    class Slow(Callback):
-        def on_train_batch_end(self, batch: int, logs: dict[str, float]) -> None:
-            time.sleep(0.01)
-
     start = time.perf_counter()
-    limit = TimeLimit(0.6)
     history = fit(
         model,
         CrossEntropyLoss(),
@@ -285,7 +283,7 @@ def test_time_limit_leaves_room_for_the_first_validation() -> None:
         epochs=100,
         batch_size=8,
         rng=0,
-        callbacks=[Slow(), limit],
+        callbacks=[_Slow(), TimeLimit(0.6)],
     )
     assert time.perf_counter() - start < 0.6
     assert str(history.stop_reason).startswith("time limit")
