@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
+import warnings
+import weakref
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
+import handgrad
+import handgrad.data
+import handgrad.train
+from handgrad import cli
 from handgrad.cli import main
-from handgrad.data import load_mnist, write_idx
+from handgrad.data import load_mnist, payload_sha256, write_idx
+from handgrad.data import mnist as mnist_mod
+from handgrad.data.mnist import MNIST_FILES
+from handgrad.recipes import build_mlp
+from handgrad.serialization import save
+from tests.test_data_download import FakeMirrors, closed_port_url
+from tests.test_data_idx import write_fake_mnist
 
 
 @pytest.fixture(scope="module")
@@ -165,6 +180,16 @@ def test_gradcheck_command_passes(capsys: pytest.CaptureFixture[str]) -> None:
         (["train", "--hidden", "12,x"], "comma-separated layer sizes"),
         (["train", "--optimizer", "nope"], "invalid choice"),
         (["frobnicate"], "invalid choice"),
+        # values that used to pass argparse and fail later (or never)
+        (["train", "--lr", "inf"], "--lr: must be a positive finite number, got inf"),
+        (["train", "--lr", "nan"], "--lr: must be a positive finite number, got nan"),
+        (["train", "--weight-decay", "-1"], "--weight-decay: must be a finite number, 0 or more"),
+        (["train", "--weight-decay", "nan"], "--weight-decay: must be a finite number"),
+        (["train", "--time-limit", "inf"], "--time-limit: must be a positive finite number"),
+        (["train", "--seed", "-1"], "--seed: must be 0 or more, got -1"),
+        (["train", "--hidden", "100000000"], "layer sizes must be at most 10000"),
+        (["kaggle", "a.csv", "b.csv", "--hidden", "64,20000"], "got 20000"),
+        (["gradcheck", "--seed", "-3"], "--seed: must be 0 or more"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(
@@ -187,9 +212,335 @@ def test_missing_files_exit_2_without_traceback(
     assert "model file not found" in capsys.readouterr().err
 
 
-def test_help_is_friendly(capsys: pytest.CaptureFixture[str]) -> None:
+def _help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
     with pytest.raises(SystemExit) as exc:
-        main(["train", "--help"])
+        main([*argv, "--help"])
     assert exc.value.code == 0
-    text = capsys.readouterr().out
+    return capsys.readouterr().out
+
+
+def test_help_is_friendly(capsys: pytest.CaptureFixture[str]) -> None:
+    text = _help(["train"], capsys)
     assert "--hidden" in text and "--data-dir" in text and "--plots" in text
+    for argv in ([], ["train"]):
+        text = _help(argv, capsys)
+        examples = [line for line in text.splitlines() if line.startswith("  handgrad ")]
+        assert 3 <= len(examples) <= 5, text
+        assert "HANDGRAD_DEBUG=1" in text
+    text = " ".join(_help(["train"], capsys).split())  # undo the line wrapping
+    assert "step: x0.1 every third of the epochs" in text and "constant: --lr throughout" in text
+    assert "(default:kaggle-mlp.npz)" in "".join(_help(["kaggle"], capsys).split())
+
+
+def test_every_option_states_its_default() -> None:
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    missing = []
+    for name in ("train", "evaluate", "predict", "kaggle", "gradcheck"):
+        for action in sub.choices[name]._actions:
+            flag = isinstance(action, (argparse._HelpAction, argparse._StoreTrueAction))
+            if not action.option_strings or flag:
+                continue
+            if "default" not in (action.help or ""):
+                missing.append(f"{name} {action.option_strings[0]}")
+    assert missing == []
+
+
+# -- one line on stderr and exit code 2, never a traceback ------------------------------------
+
+
+def _one_error_line(capsys: pytest.CaptureFixture[str], *needles: str) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Untrained models for 28x28 and 14x14 images: enough to check shapes and errors."""
+    out = tmp_path_factory.mktemp("models")
+    paths = {}
+    for side in (28, 14):
+        paths[f"{side}"] = save(build_mlp(side * side, [8], 10, rng=0), out / f"m{side}.npz")
+    return paths
+
+
+def test_unreadable_and_blank_images_exit_2(
+    models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from PIL import Image
+
+    (tmp_path / "notes.png").write_text("not an image")
+    Image.fromarray(np.full((30, 30), 255, np.uint8)).save(tmp_path / "blank.png")
+    assert main(["predict", str(models["28"]), str(tmp_path / "notes.png")]) == 2
+    _one_error_line(capsys, "notes.png: not a readable image")
+    assert main(["predict", str(models["28"]), str(tmp_path / "blank.png")]) == 2
+    _one_error_line(capsys, "blank.png: the image looks blank")
+
+
+def test_model_and_data_of_different_sizes_exit_2(
+    models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_fake_mnist(tmp_path / "small", size=(14, 14))
+    assert main(["evaluate", str(models["28"]), "--data-dir", str(tmp_path / "small")]) == 2
+    _one_error_line(
+        capsys, "model expects 784 input features", "the data has 196 input features (14x14"
+    )
+    (tmp_path / "digit.png").write_bytes(b"")  # never read: the sizes are checked first
+    assert main(["predict", str(models["14"]), str(tmp_path / "digit.png")]) == 2
+    _one_error_line(capsys, "model expects 196 input features", "784 input features (28x28")
+
+
+@pytest.mark.parametrize(
+    ("module", "argv"),
+    [("matplotlib", ["train", "--plots", "{tmp}/plots"]), ("PIL", ["predict", "{model}", "x.png"])],
+)
+def test_missing_optional_package_exits_2_before_any_work(
+    module: str,
+    argv: list[str],
+    small_mnist: Path,
+    models: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setitem(sys.modules, module, None)  # makes `import module` fail
+    argv = [a.format(tmp=tmp_path, model=models["28"]) for a in argv]
+    if argv[0] == "train":
+        argv += ["--data-dir", str(small_mnist), "--output", str(tmp_path / "m.npz")]
+    assert main(argv) == 2
+    _one_error_line(capsys, 'pip install "handgrad[cli]"')
+    assert list(tmp_path.iterdir()) == []  # nothing trained, nothing saved
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--output", "{tmp}"], "is a directory"),
+        (["--output", "{tmp}/afile/model.npz"], "afile is a file, not a directory"),
+        (["--plots", "{tmp}/afile"], "--plots {tmp}/afile: exists and is not a directory"),
+        (["--no-save", "--plots", "{tmp}/afile/plots"], "afile is a file, not a directory"),
+    ],
+)
+def test_bad_output_paths_exit_2_before_training(
+    options: list[str],
+    message: str,
+    small_mnist: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    (tmp_path / "afile").write_text("mine")
+    argv = ["train", "--data-dir", str(small_mnist), *options]
+    if "--output" not in options:
+        argv += ["--output", str(tmp_path / "model.npz")]
+    assert main([a.format(tmp=tmp_path) for a in argv]) == 2
+    _one_error_line(capsys, message.format(tmp=tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]  # nothing trained or saved
+
+
+def _kaggle_csv(path: Path, n: int, labels: bool) -> Path:
+    header = ["label"] * labels + [f"pixel{i}" for i in range(784)]
+    rows = np.random.default_rng(0).integers(0, 256, (n, 784 + labels))
+    if labels:
+        rows[:, 0] %= 10
+    path.write_text("\n".join([",".join(header), *(",".join(map(str, r)) for r in rows)]) + "\n")
+    return path
+
+
+def test_kaggle_refuses_empty_train_and_labelled_test(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    train = _kaggle_csv(tmp_path / "train.csv", 40, labels=True)
+    empty = _kaggle_csv(tmp_path / "empty.csv", 0, labels=True)
+    test = _kaggle_csv(tmp_path / "test.csv", 5, labels=False)
+    common = ["--epochs", "1", "--no-save", "--quiet", "--submission", str(tmp_path / "s.csv")]
+    assert main(["kaggle", str(empty), str(test), *common]) == 2
+    _one_error_line(capsys, f"{empty}: no data rows after the header")
+    assert main(["kaggle", str(train), str(train), *common]) == 2
+    _one_error_line(capsys, f"{train}: has a label column", "looks like the training file")
+    assert not (tmp_path / "s.csv").exists()
+
+
+@pytest.mark.parametrize(
+    ("exc", "message"),
+    [
+        (ValueError("x must be 2-D"), "error: x must be 2-D (HANDGRAD_DEBUG=1"),
+        (OSError(28, "No space left on device", "/data/m.npz"), "/data/m.npz: No space left"),
+        (MemoryError("Unable to allocate 584. GiB"), "out of memory: Unable to allocate 584. GiB"),
+        (ModuleNotFoundError("No module named 'tqdm'"), 'tqdm\': pip install "handgrad[cli]"'),
+    ],
+    ids=["ValueError", "OSError", "MemoryError", "ImportError"],
+)
+def test_user_facing_exceptions_are_one_line_and_debug_shows_them(
+    exc: Exception,
+    message: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def fail(args: Any) -> int:
+        raise exc
+
+    monkeypatch.setattr(cli, "cmd_gradcheck", fail)
+    monkeypatch.delenv("HANDGRAD_DEBUG", raising=False)
+    assert main(["gradcheck"]) == 2
+    assert _one_error_line(capsys, message).startswith("handgrad gradcheck: error: ")
+    monkeypatch.setenv("HANDGRAD_DEBUG", "1")
+    with pytest.raises(type(exc)):
+        main(["gradcheck"])
+
+
+def test_bugs_keep_their_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    def buggy(args: Any) -> int:
+        raise TypeError("unsupported operand type(s)")
+
+    monkeypatch.setattr(cli, "cmd_gradcheck", buggy)
+    monkeypatch.delenv("HANDGRAD_DEBUG", raising=False)
+    with pytest.raises(TypeError):
+        main(["gradcheck"])
+
+
+# -- a run that diverges ---------------------------------------------------------------------
+
+
+def test_non_finite_loss_is_one_line_saves_and_exits_1(
+    small_mnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = tmp_path / "model.npz"
+    argv = ["train", "--data-dir", str(small_mnist), "--lr", "1e30", "--optimizer", "sgd"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code = main([*argv, "--epochs", "3", "--output", str(model)])
+    assert code == 1
+    assert [str(w.message) for w in caught] == []  # no warning from fit or NumPy leaks out
+    captured = capsys.readouterr()
+    line = _one_error_line_of(captured.err)
+    assert line.startswith("handgrad train: training stopped: non-finite")
+    assert "lower learning rate" in line
+    assert "test accuracy" in captured.out and "nan" not in captured.out
+    restored = handgrad.load(model)
+    assert all(np.isfinite(p.data).all() for p in restored.parameters())
+
+
+def _one_error_line_of(err: str) -> str:
+    assert "Traceback" not in err and "Warning" not in err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+# -- memory --------------------------------------------------------------------------------
+
+
+def test_train_drops_the_unsplit_training_set(
+    small_mnist: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Training keeps only the split copies: the loaded x_train (47 MB of MNIST) must be freed.
+    loaded: list[weakref.ref[np.ndarray]] = []
+    real_load, real_fit = handgrad.data.load_mnist, handgrad.train.fit
+
+    def load_mnist(*args: Any, **kwargs: Any) -> Any:
+        data = real_load(*args, **kwargs)
+        loaded.append(weakref.ref(data.x_train))
+        return data
+
+    def fit(*args: Any, **kwargs: Any) -> Any:
+        assert loaded and loaded[0]() is None, "the unsplit training images are still alive"
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(handgrad.data, "load_mnist", load_mnist)
+    monkeypatch.setattr(handgrad.train, "fit", fit)
+    argv = ["train", "--data-dir", str(small_mnist), "--epochs", "1", "--no-save", "--quiet"]
+    assert main(argv) == 0
+    assert loaded
+
+
+# -- --download, against a local HTTP server: no real network --------------------------------
+
+
+@pytest.fixture
+def mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeMirrors]:
+    """A fake MNIST mirror on 127.0.0.1 as the only mirror; nothing found locally."""
+    for scheme in ("http", "https", "all"):
+        monkeypatch.delenv(f"{scheme}_proxy", raising=False)
+        monkeypatch.delenv(f"{scheme.upper()}_PROXY", raising=False)
+    monkeypatch.setenv("no_proxy", "*")
+    write_fake_mnist(tmp_path / "source")
+    files = {name: (tmp_path / "source" / name).read_bytes() for name in MNIST_FILES}
+    hashes = {name: payload_sha256(tmp_path / "source" / name) for name in MNIST_FILES}
+    monkeypatch.setattr(mnist_mod, "MNIST_SHA256", hashes)
+    (tmp_path / "data").mkdir()
+    monkeypatch.setenv("HANDGRAD_DATA", str(tmp_path / "data"))  # empty: must download
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    server = FakeMirrors()
+    monkeypatch.setattr(mnist_mod, "DEFAULT_MIRRORS", (server.serve("m1", files),))
+    yield server
+    server.close()
+
+
+def test_download_option_fetches_mnist(
+    mirror: FakeMirrors, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["train", "--epochs", "1", "--val-fraction", "0", "--no-save", "--quiet"]
+    assert main(argv) == 2  # not found, and no --download: nothing fetched
+    line = _one_error_line(capsys, "run again with --download to fetch them")
+    assert "load_mnist(download=True)" not in line and mirror.requests == []
+    assert main([*argv, "--download"]) == 0
+    assert sorted(mirror.requests) == sorted(f"/m1/{name}" for name in MNIST_FILES)
+    assert sorted(p.name for p in (tmp_path / "data" / "mnist").iterdir()) == sorted(MNIST_FILES)
+    assert "test accuracy" in capsys.readouterr().out
+
+
+def test_failed_download_does_not_suggest_downloading(
+    mirror: FakeMirrors,
+    models: dict[str, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setattr(mnist_mod, "DEFAULT_MIRRORS", (closed_port_url(),))
+    assert main(["evaluate", str(models["28"]), "--download"]) == 2
+    line = _one_error_line(capsys, "could not download a good copy from any mirror", "refused")
+    assert "--download" not in line and "load_mnist(download=True)" not in line
+
+
+def test_threads_are_pinned_for_the_command_and_restored(
+    small_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from handgrad import _blas
+
+    seen: list[int] = []
+    state = {"threads": 2}
+
+    def fake_set(n: int) -> bool:
+        seen.append(n)
+        state["threads"] = n
+        return True
+
+    monkeypatch.setattr(_blas, "set_blas_threads", fake_set)
+    monkeypatch.setattr(_blas, "blas_threads", lambda: state["threads"])
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+        monkeypatch.delenv(var, raising=False)
+    argv = ["train", "--data-dir", str(small_mnist), "--epochs", "1", "--no-save", "-q"]
+    assert main(argv) == 0
+    assert seen == [1, 2]  # one thread by default, then back to what it was
+    seen.clear()
+    assert main([*argv, "--threads", "2"]) == 0
+    assert seen == [2, 2]
+    seen.clear()
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
+    assert main(argv) == 0
+    assert seen == []  # the user's environment decides
+
+
+def test_time_limit_covers_the_whole_command(small_mnist: Path, tmp_path: Path) -> None:
+    import time
+
+    argv = ["train", "--data-dir", str(small_mnist), "--epochs", "500", "--batch-size", "16"]
+    start = time.perf_counter()
+    code = main([*argv, "--time-limit", "2.5", "--output", str(tmp_path / "m.npz"), "-q"])
+    elapsed = time.perf_counter() - start
+    assert code == 0 and (tmp_path / "m.npz").exists()
+    assert elapsed < 2.5

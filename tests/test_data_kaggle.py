@@ -53,11 +53,19 @@ def test_crlf_bom_blank_lines_and_gzip(tmp_path: Path, train_rows: np.ndarray) -
     assert x.shape == (6, 784) and y is not None and y.tolist() == [3, 1, 4, 1, 5, 9]
 
 
-def test_single_row_and_header_only(tmp_path: Path, train_rows: np.ndarray) -> None:
+def test_single_row(tmp_path: Path, train_rows: np.ndarray) -> None:
     x, y = load_kaggle_csv(_csv(tmp_path / "one.csv", "label," + PIXELS, train_rows[:1]))
     assert x.shape == (1, 784) and y is not None and y.shape == (1,)
-    x, y = load_kaggle_csv(_csv(tmp_path / "none.csv", PIXELS, []))
-    assert x.shape == (0, 784) and x.dtype == np.uint8 and y is None
+
+
+@pytest.mark.parametrize("header", ["label," + PIXELS, PIXELS])
+@pytest.mark.parametrize("tail", ["", "\n", "\n\n\r\n"])
+def test_header_only_is_refused(tmp_path: Path, header: str, tail: str) -> None:
+    # Nothing to train on or predict: an error naming the file, not an empty array that
+    # fails later in a split or a zip().
+    (tmp_path / "none.csv").write_text(header + tail)
+    with pytest.raises(DataError, match=r"none\.csv: no data rows after the header line"):
+        load_kaggle_csv(tmp_path / "none.csv")
 
 
 @pytest.mark.parametrize(

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from handgrad.images import preprocess_digit, resize_area
+from handgrad.images import ImageError, load_image, preprocess_digit, resize_area
 
 
 def test_resize_area_keeps_the_mean_and_shape() -> None:
@@ -29,5 +31,16 @@ def test_dark_digit_on_light_paper_becomes_mnist_style() -> None:
 
 
 def test_blank_image_is_refused() -> None:
-    with pytest.raises(ValueError, match="blank"):
+    with pytest.raises(ImageError, match="blank"):
         preprocess_digit(np.ones((30, 30)))
+    with pytest.raises(ImageError, match=r"2-D grayscale image, got shape \(2, 3, 3\)"):
+        preprocess_digit(np.ones((2, 3, 3)))
+
+
+def test_unreadable_file_names_the_file(tmp_path: Path) -> None:
+    pytest.importorskip("PIL")
+    path = tmp_path / "notes.png"
+    path.write_text("not an image")
+    with pytest.raises(ImageError, match=r"notes\.png: not a readable image"):
+        load_image(path)
+    assert issubclass(ImageError, ValueError)  # code catching ValueError keeps working

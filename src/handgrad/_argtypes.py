@@ -1,9 +1,21 @@
-"""Argument types shared by the command lines: a bad value gives a one-line reason."""
+"""Argument types shared by the command lines: a bad value gives a one-line reason.
+
+Also the checks of output paths that can only run once the options are known
+(``--output`` is not used with ``--no-save``): each returns the problem, or None.
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
+import os
 from collections.abc import Callable
+from pathlib import Path
+
+#: Widest hidden layer the command line accepts. A 10000-unit layer after a 10000-unit
+#: layer is 100 million weights (~1.6 GB in float32 with Adam's two moments and the
+#: gradient); much wider and training would fail with an out-of-memory error.
+MAX_LAYER_SIZE = 10_000
 
 
 def _number(kind: type, ok: Callable[[float], bool], requirement: str) -> Callable[[str], float]:
@@ -14,7 +26,8 @@ def _number(kind: type, ok: Callable[[float], bool], requirement: str) -> Callab
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {noun}, got {text!r}") from None
-        if not ok(value):
+        # nan and inf parse as floats but make no sense as a rate, a decay or a time
+        if not (math.isfinite(value) and ok(value)):
             raise argparse.ArgumentTypeError(f"{requirement}, got {text}")
         return value
 
@@ -23,12 +36,14 @@ def _number(kind: type, ok: Callable[[float], bool], requirement: str) -> Callab
 
 
 positive_int = _number(int, lambda v: v >= 1, "must be at least 1")
-positive_float = _number(float, lambda v: v > 0, "must be positive")
+non_negative_int = _number(int, lambda v: v >= 0, "must be 0 or more")
+positive_float = _number(float, lambda v: v > 0, "must be a positive finite number")
+non_negative_float = _number(float, lambda v: v >= 0, "must be a finite number, 0 or more")
 fraction = _number(float, lambda v: 0.0 <= v < 1.0, "must be in [0, 1)")
 
 
 def layer_sizes(text: str) -> list[int]:
-    """``"256,128"`` -> ``[256, 128]``."""
+    """``"256,128"`` -> ``[256, 128]``; each size in ``1 .. MAX_LAYER_SIZE``."""
     try:
         sizes = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
@@ -37,4 +52,33 @@ def layer_sizes(text: str) -> list[int]:
         ) from None
     if not sizes or min(sizes) < 1:
         raise argparse.ArgumentTypeError(f"layer sizes must be positive, got {text!r}")
+    if max(sizes) > MAX_LAYER_SIZE:
+        raise argparse.ArgumentTypeError(
+            f"layer sizes must be at most {MAX_LAYER_SIZE} (wider layers need gigabytes of "
+            f"memory), got {max(sizes)}"
+        )
     return sizes
+
+
+def _creatable_dir_problem(directory: Path) -> str | None:
+    """Why ``directory`` cannot be written in or created, or None."""
+    existing = next((d for d in (directory, *directory.parents) if d.exists()), Path.cwd())
+    if not existing.is_dir():
+        return f"{existing} is a file, not a directory"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"no permission to write in {existing}"
+    return None
+
+
+def output_file_problem(path: Path) -> str | None:
+    """Why a file cannot be written at ``path`` (parents created as needed), or None."""
+    if path.is_dir():
+        return f"is a directory; give a file name such as {path / 'model.npz'}"
+    return _creatable_dir_problem(path.parent)
+
+
+def output_dir_problem(path: Path) -> str | None:
+    """Why files cannot be written into the directory ``path`` (created if needed), or None."""
+    if path.exists() and not path.is_dir():
+        return "exists and is not a directory"
+    return _creatable_dir_problem(path)

@@ -13,8 +13,23 @@ import os
 import numpy as np
 
 
+class ImageError(ValueError):
+    """An image file cannot be read, or holds nothing that looks like a digit.
+
+    The message names the file (when there is one) and what is wrong with it.
+    """
+
+
 def load_image(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read an image file as grayscale floats in ``[0, 1]``, shape ``(H, W)``."""
+    """Read an image file as grayscale floats in ``[0, 1]``, shape ``(H, W)``.
+
+    Raises
+    ------
+    ImageError
+        If the file is not an image Pillow can read.
+    ImportError
+        If Pillow is not installed.
+    """
     try:
         from PIL import Image, UnidentifiedImageError
     except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -27,8 +42,8 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
                 background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
                 img = Image.alpha_composite(background, rgba)
             gray = np.asarray(img.convert("L"), dtype=np.float64) / 255.0
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ValueError(f"{path}: not a readable image ({exc})") from exc
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+        raise ImageError(f"{path}: not a readable image ({exc})") from exc
     return gray
 
 
@@ -64,10 +79,15 @@ def preprocess_digit(gray: np.ndarray, box: int = 20, size: int = 28) -> np.ndar
     -------
     ndarray
         ``(size, size)`` uint8, white digit on black, centred by mass.
+
+    Raises
+    ------
+    ImageError
+        If the image is not 2-D, or is blank (no stroke stands out of the background).
     """
     img = np.asarray(gray, dtype=np.float64)
     if img.ndim != 2:
-        raise ValueError(f"expected a 2-D grayscale image, got shape {img.shape}")
+        raise ImageError(f"expected a 2-D grayscale image, got shape {img.shape}")
     if np.issubdtype(np.asarray(gray).dtype, np.integer):
         img = img / 255.0
     if _border(img).mean() > 0.5:  # dark ink on a light background: make it light on dark
@@ -75,7 +95,7 @@ def preprocess_digit(gray: np.ndarray, box: int = 20, size: int = 28) -> np.ndar
     img = np.clip(img - np.median(_border(img)), 0.0, None)  # background to exactly 0
     peak = img.max()
     if peak <= 0.05:
-        raise ValueError("the image looks blank: no digit found")
+        raise ImageError("the image looks blank: no digit found")
     img = img / peak
     rows = np.flatnonzero(img.max(axis=1) > 0.2)
     cols = np.flatnonzero(img.max(axis=0) > 0.2)

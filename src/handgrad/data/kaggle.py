@@ -132,8 +132,9 @@ def load_kaggle_csv(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarra
     Raises
     ------
     DataError
-        Naming the file and line: bad header, wrong number of values, a value
-        that is not an integer, a pixel outside 0..255 or a label outside 0..9.
+        Naming the file and line: an empty file or one with only a header, bad
+        header, wrong number of values, a value that is not an integer, a pixel
+        outside 0..255 or a label outside 0..9.
     """
     path = Path(path)
     blocks: list[np.ndarray] = []
@@ -148,6 +149,8 @@ def load_kaggle_csv(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarra
             blocks.append(_parse_block(path, lines, lineno, has_label, n_cols))
             lineno += len(lines)
     table = np.concatenate(blocks) if blocks else np.zeros((0, n_cols), dtype=np.uint8)
+    if len(table) == 0:
+        raise DataError(f"{path}: no data rows after the header line (an empty file)")
     if not has_label:
         return table, None
     return table[:, 1:].copy(), table[:, 0].astype(np.int64)
