@@ -1,0 +1,200 @@
+"""The ``handgrad`` command line.
+
+``handgrad train`` trains the reference network (784 -> 128 ReLU -> 10) on MNIST
+from the copy shipped with the package and reports test accuracy; ``evaluate``,
+``predict``, ``kaggle``, ``gradcheck`` and ``lab`` do what their help says.
+Bad arguments or missing files end with exit code 2 and one line on stderr
+(``HANDGRAD_DEBUG=1`` shows the traceback instead); training stopped by a
+non-finite loss ends with exit code 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import NoReturn
+
+from handgrad._argtypes import non_negative_int, positive_float
+from handgrad.cli._common import INSTALL_HINT, CommandError, one_line
+from handgrad.cli.evaluation import cmd_evaluate, cmd_gradcheck, cmd_predict
+from handgrad.cli.training import TRAIN_EPILOG, add_training_options, cmd_kaggle, cmd_train
+
+__all__ = ["CommandError", "build_parser", "main"]
+
+DESCRIPTION = """\
+handgrad: neural networks from scratch in NumPy, every gradient derived by hand.
+
+Start with `handgrad train`: it trains a 784-128-10 network on MNIST (shipped with
+the package, no download) and prints the test accuracy, in well under a minute.
+"""
+
+
+EPILOG = """\
+examples:
+  handgrad train                               # the reference network, about 98%
+  handgrad train --hidden 256,128 --plots plots/
+  handgrad evaluate mnist-mlp.npz              # confusion matrix, per-class report
+  handgrad predict mnist-mlp.npz my-digit.png  # a photo or drawing of one digit
+
+'handgrad COMMAND --help' lists a command's options. Errors are one line on stderr
+with exit code 2; set HANDGRAD_DEBUG=1 to see the Python traceback instead.
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _add_download_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--download",
+        action="store_true",
+        help="if MNIST is not found, download it from public mirrors, checked by SHA-256, "
+        "into the cache or --data-dir",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="handgrad",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    from handgrad import __version__
+
+    parser.add_argument("--version", action="version", version=f"handgrad {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser(
+        "train",
+        help="train a network on MNIST and report test accuracy",
+        description="Train an MLP on MNIST (or any MNIST-format directory) and "
+        "report test accuracy. Defaults: the reference 784-128-10 "
+        "ReLU network, Adam with a one-cycle schedule, label smoothing 0.1, 15 epochs.",
+        epilog=TRAIN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="directory with the four MNIST-format files (default: the shipped MNIST)",
+    )
+    _add_download_option(p)
+    add_training_options(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "evaluate", help="test accuracy, confusion matrix and report of a saved model"
+    )
+    p.add_argument("model", type=Path, help="a model saved by handgrad train")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="directory with the four MNIST-format files, of which the test pair is used "
+        "(default: the shipped MNIST)",
+    )
+    _add_download_option(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="classify images of handwritten digits (PNG/JPG)")
+    p.add_argument("model", type=Path, help="a model saved by handgrad train")
+    p.add_argument("images", nargs="+", help="image files, one digit each")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser(
+        "kaggle", help="train on the Kaggle digit-recognizer CSV, write a submission"
+    )
+    p.add_argument("train_csv", type=Path, help="train.csv (label,pixel0..pixel783)")
+    p.add_argument("test_csv", type=Path, help="test.csv (pixel0..pixel783)")
+    p.add_argument(
+        "--submission",
+        type=Path,
+        default=Path("submission.csv"),
+        help="where to write ImageId,Label (default: submission.csv)",
+    )
+    add_training_options(p, output="kaggle-mlp.npz")
+    p.set_defaults(func=cmd_kaggle)
+
+    p = sub.add_parser("gradcheck", help="check every layer's backward against numeric gradients")
+    p.add_argument(
+        "--seed", type=non_negative_int, default=0, help="seed of the random inputs (default: 0)"
+    )
+    p.add_argument(
+        "--threshold",
+        type=positive_float,
+        default=1e-6,
+        help="largest relative error that passes (default: 1e-6)",
+    )
+    p.set_defaults(func=cmd_gradcheck)
+
+    from handgrad.labgrade import add_lab_parser
+
+    add_lab_parser(sub)
+    return parser
+
+
+def _error_message(exc: BaseException) -> str:
+    """One line for an exception that ends a command."""
+    from handgrad.data import DataError
+    from handgrad.serialization import ModelFileError
+
+    if isinstance(exc, (CommandError, DataError, ModelFileError, FileNotFoundError)):
+        return one_line(str(exc))  # written for the user already
+    if isinstance(exc, MemoryError):
+        text = f"out of memory{': ' + str(exc) if str(exc) else ''} (try smaller --hidden sizes)"
+    elif isinstance(exc, ImportError):
+        text = str(exc) if "pip install" in str(exc) else f"{exc}: {INSTALL_HINT}"
+    elif isinstance(exc, OSError) and exc.strerror:
+        text = f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    else:
+        text = str(exc) or type(exc).__name__
+    return one_line(text) + " (HANDGRAD_DEBUG=1 shows the traceback)"
+
+
+def _set_threads(threads: int | None) -> int | None:
+    """Pin NumPy's BLAS threads to ``threads``, else to 1 unless the environment sets
+    them; return the count before, to restore (None: unknown or unchanged)."""
+    from handgrad._blas import blas_threads, set_blas_threads
+
+    if threads is None:
+        if any(os.environ.get(v) for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")):
+            return None
+        threads = 1
+    before = blas_threads()
+    set_blas_threads(threads)
+    return before
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 2
+    args.start_time = time.perf_counter()
+    threads_before = _set_threads(args.threads) if "threads" in args else None
+    try:
+        return int(args.func(args))
+    except (CommandError, ValueError, OSError, MemoryError, ImportError) as exc:
+        # Anything else is a bug in handgrad and keeps its traceback.
+        if os.environ.get("HANDGRAD_DEBUG", "") not in ("", "0"):
+            raise
+        print(f"handgrad {args.command}: error: {_error_message(exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"handgrad {args.command}: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        if threads_before is not None:  # main() may be called in-process (tests, notebooks)
+            from handgrad._blas import set_blas_threads
+
+            set_blas_threads(threads_before)

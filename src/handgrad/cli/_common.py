@@ -1,0 +1,114 @@
+"""Pieces every command shares: the user-facing error, output and package checks,
+loading MNIST with the command line's hints, peak memory."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from handgrad._argtypes import output_dir_problem, output_file_problem
+
+INSTALL_HINT = 'pip install "handgrad[cli]"'
+
+
+#: The sentence of handgrad.data's "where to put MNIST" hint meant for library users.
+LIBRARY_DOWNLOAD_HINT = ", or call load_mnist(download=True) to fetch them."
+
+
+XY = tuple[np.ndarray, np.ndarray]  # (samples, labels)
+
+
+class CommandError(Exception):
+    """A user-facing error: printed as one line, exit code 2."""
+
+
+def peak_memory_mb() -> float | None:
+    """The process's peak resident memory in MB, or None where it cannot be read."""
+    try:
+        import resource  # Unix only
+    except ImportError:
+        return None
+    # ru_maxrss is in kilobytes on Linux, bytes on macOS.
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def one_line(message: str) -> str:
+    """Join a multi-line message (a heading and "  - item" lines) into one line."""
+    out = ""
+    for raw in message.splitlines():
+        line = raw.strip()
+        if not line:
+            continue
+        if line.startswith("- "):
+            line, sep = line[2:], " " if out.endswith(":") else "; "
+        else:
+            sep = " " if out.endswith((".", ":")) else ". "
+        out = out + sep + line if out else line
+    return out
+
+
+def require(module: str, package: str, purpose: str) -> None:
+    """Fail now, before any work, if an optional package is missing."""
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        raise CommandError(
+            f"{purpose} needs {package}, which is not installed: {INSTALL_HINT}"
+        ) from None
+
+
+def check_output_file(path: Path, option: str) -> None:
+    problem = output_file_problem(path)
+    if problem:
+        raise CommandError(f"{option} {path}: {problem}")
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Refuse unwritable output paths and missing packages before training, not after."""
+    if not args.no_save:
+        check_output_file(args.output, "--output")
+    if args.plots is not None:
+        problem = output_dir_problem(args.plots)
+        if problem:
+            raise CommandError(f"--plots {args.plots}: {problem}")
+        require("matplotlib", "matplotlib", "--plots")
+
+
+def load_mnist_for(args: argparse.Namespace) -> Any:
+    from handgrad.data import DataError, load_mnist
+
+    try:
+        return load_mnist(args.data_dir, download=args.download)
+    except DataError as exc:
+        # The library's hint names its own API; on the command line the option is --download,
+        # and after a failed download, suggesting it again would not help.
+        hint = "." if args.download else ", or run again with --download to fetch them."
+        raise DataError(str(exc).replace(LIBRARY_DOWNLOAD_HINT, hint)) from exc
+
+
+def features(n: int, shape: tuple[int, ...] | None = None) -> str:
+    """``784 input features (28x28 images)``: the images part when it is known or square."""
+    side = math.isqrt(n)
+    if shape is None and side * side == n:
+        shape = (side, side)
+    images = f" ({'x'.join(map(str, shape))} images)" if shape and len(shape) == 2 else ""
+    return f"{n} input features{images}"
+
+
+def check_input_size(model: Any, shape: tuple[int, ...], what: str) -> None:
+    """One clear line instead of a shape error deep in ``Linear.forward``."""
+    from handgrad.nn.layers import Linear
+
+    first = next((m for m in model.modules() if isinstance(m, Linear)), None)
+    n = int(np.prod(shape))
+    if first is not None and first.in_features != n:
+        raise CommandError(
+            f"the model expects {features(first.in_features)}, {what} {features(n, shape)}"
+        )

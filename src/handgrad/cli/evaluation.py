@@ -1,0 +1,71 @@
+"""``handgrad evaluate``, ``predict`` and ``gradcheck``: look at a saved model, or at
+the gradients of every layer."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from handgrad.cli._common import CommandError, check_input_size, load_mnist_for, require
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from handgrad.metrics import accuracy, classification_report, confusion_matrix
+    from handgrad.serialization import load
+    from handgrad.train import predict
+
+    model = load(args.model)
+    data = load_mnist_for(args)
+    check_input_size(model, data.x_test.shape[1:], "the data has")
+    y_pred = predict(model, data.x_test)
+    print(f"test accuracy {accuracy(data.y_test, y_pred):.2%} on {len(y_pred)} images")
+    cm = confusion_matrix(data.y_test, y_pred, num_classes=10)
+    print("\nconfusion matrix (rows: true, columns: predicted)")
+    print("      " + " ".join(f"{j:>5d}" for j in range(cm.shape[1])))
+    for i, row in enumerate(cm):
+        print(f"{i:>5d} " + " ".join(f"{v:>5d}" for v in row))
+    print()
+    print(classification_report(data.y_test, y_pred, num_classes=10))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from handgrad.images import ImageError, load_image, preprocess_digit
+    from handgrad.serialization import load
+    from handgrad.train import predict_proba
+
+    require("PIL", "Pillow", "reading images")
+    model = load(args.model)
+    check_input_size(model, (28, 28), "but predict makes MNIST-style images with")
+    for path in args.images:
+        if not Path(path).is_file():
+            raise CommandError(f"image not found: {path}")
+        try:
+            digit = preprocess_digit(load_image(path))
+        except ImageError as exc:
+            raise CommandError(str(exc) if path in str(exc) else f"{path}: {exc}") from exc
+        probs = predict_proba(model, digit[None])[0]
+        top = np.argsort(probs)[::-1][:3]
+        alternatives = ", ".join(f"{k} {probs[k]:.1%}" for k in top[1:])
+        print(f"{path}: {top[0]} ({probs[top[0]]:.1%}; then {alternatives})")
+    return 0
+
+
+def cmd_gradcheck(args: argparse.Namespace) -> int:
+    from handgrad.selfcheck import run_selfcheck
+
+    rows = run_selfcheck(seed=args.seed)
+    width = max(len(name) for name, _, _ in rows)
+    print(f"{'case':<{width}}  {'max relative error':>18}  result")
+    failed = 0
+    for name, error, tensor in rows:
+        ok = error < args.threshold
+        failed += not ok
+        print(f"{name:<{width}}  {error:>18.2e}  {'ok' if ok else 'FAIL'} ({tensor})")
+    print(
+        f"{len(rows) - failed} passed, {failed} failed (float64 central differences, "
+        f"threshold {args.threshold:g})"
+    )
+    return 1 if failed else 0

@@ -1,0 +1,387 @@
+"""``handgrad train`` and ``handgrad kaggle``: build an MLP from the options, train it,
+test it, save it, plot it."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from handgrad._argtypes import (
+    fraction,
+    layer_sizes,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
+from handgrad.cli._common import (
+    XY,
+    CommandError,
+    check_output_file,
+    check_outputs,
+    load_mnist_for,
+    peak_memory_mb,
+)
+
+TRAIN_EPILOG = """\
+examples:
+  handgrad train --epochs 3 --quiet             # a quick run
+  handgrad train --hidden 512,256 --dropout 0.2 --output big.npz
+  handgrad train --optimizer sgd --schedule cosine --lr 0.1
+  handgrad train --data-dir ~/fashion-mnist --plots plots/
+
+Set HANDGRAD_DEBUG=1 to see the Python traceback of an error.
+"""
+
+
+SCHEDULE_HELP = (
+    "learning-rate schedule (default: onecycle). onecycle: warm up to --lr, then anneal, "
+    "every batch; cosine: from --lr down to 0 along a cosine, every batch; step: x0.1 "
+    "every third of the epochs; constant: --lr throughout"
+)
+
+
+# Seconds kept free under --time-limit for the work after training: predicting the
+# test set and saving take well under 0.2 s for the reference network, plots ~2 s.
+AFTER_TRAINING_SECONDS = 0.5
+
+
+PLOT_SECONDS = 3.0
+
+
+def add_training_options(p: argparse.ArgumentParser, output: str = "mnist-mlp.npz") -> None:
+    from handgrad.recipes import ACTIVATIONS, OPTIMIZERS, SCHEDULES
+
+    g = p.add_argument_group("model")
+    g.add_argument(
+        "--hidden",
+        type=layer_sizes,
+        default=[128],
+        metavar="SIZES",
+        help="hidden layer sizes, comma-separated (default: 128)",
+    )
+    g.add_argument(
+        "--activation",
+        choices=sorted(ACTIVATIONS),
+        default="relu",
+        help="hidden activation (default: relu)",
+    )
+    g.add_argument(
+        "--dropout",
+        type=fraction,
+        default=0.0,
+        help="dropout probability after each hidden layer (default: 0, none)",
+    )
+    g.add_argument(
+        "--batch-norm",
+        action="store_true",
+        help="batch normalisation after each hidden Linear",
+    )
+    g.add_argument(
+        "--dtype",
+        choices=["float32", "float64"],
+        default="float32",
+        help="floating-point type of weights and computation (default: float32)",
+    )
+    g = p.add_argument_group("training")
+    g.add_argument(
+        "--optimizer",
+        choices=sorted(OPTIMIZERS),
+        default="adam",
+        help="default: adam (sgd means SGD with Nesterov momentum 0.9)",
+    )
+    g.add_argument(
+        "--lr",
+        type=positive_float,
+        default=None,
+        help="(peak) learning rate (default: 0.005 for adam/adamw, 0.2 for sgd, ...)",
+    )
+    g.add_argument(
+        "--weight-decay",
+        type=non_negative_float,
+        default=0.0,
+        help="weight decay, e.g. 1e-4 (default: 0, none; decoupled for adamw and lion)",
+    )
+    g.add_argument("--schedule", choices=list(SCHEDULES), default="onecycle", help=SCHEDULE_HELP)
+    g.add_argument(
+        "--epochs", type=positive_int, default=15, help="passes over the data (default: 15)"
+    )
+    g.add_argument("--batch-size", type=positive_int, default=128, help="default: 128")
+    g.add_argument(
+        "--label-smoothing",
+        type=fraction,
+        default=0.1,
+        help="cross-entropy label smoothing (default: 0.1; 0 = none)",
+    )
+    g.add_argument(
+        "--val-fraction",
+        type=fraction,
+        default=0.1,
+        help="share of training data held out for validation (default: 0.1; 0 = none)",
+    )
+    g.add_argument(
+        "--patience",
+        type=positive_int,
+        default=None,
+        help="stop early when val_loss has not improved for this many epochs (default: off)",
+    )
+    g.add_argument(
+        "--time-limit",
+        type=positive_float,
+        default=None,
+        metavar="SECONDS",
+        help="finish the whole command inside this many seconds, stopping training "
+        "early if needed (default: no limit)",
+    )
+    g.add_argument(
+        "--threads",
+        type=positive_int,
+        default=None,
+        help="threads for NumPy's matrix products (default: 1, unless OPENBLAS_NUM_THREADS "
+        "or OMP_NUM_THREADS is set; a 128-sample batch gains nothing from a second thread, "
+        "and threads slow to a crawl when another program is busy)",
+    )
+    g.add_argument(
+        "--seed",
+        type=non_negative_int,
+        default=0,
+        help="seed for weights, shuffling and splits (default: 0)",
+    )
+    g = p.add_argument_group("output")
+    g.add_argument(
+        "--output",
+        "-o",
+        type=Path,
+        default=Path(output),
+        help=f"where to save the trained model (default: {output})",
+    )
+    g.add_argument("--no-save", action="store_true", help="do not save the model")
+    g.add_argument(
+        "--plots",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="write training curves, confusion matrix, predictions, weights as PNGs "
+        "into DIR (default: no plots)",
+    )
+    g.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+
+
+def _split(
+    args: argparse.Namespace, x: np.ndarray, y: np.ndarray
+) -> tuple[np.random.Generator, XY, XY | None]:
+    """``(rng, train, val)``: the seeded generator and the held-out split (copies)."""
+    from handgrad.data import train_val_split
+
+    rng = np.random.default_rng(args.seed)
+    if args.val_fraction <= 0:
+        return rng, (x, y), None
+    x_train, y_train, x_val, y_val = train_val_split(x, y, args.val_fraction, rng)
+    return rng, (x_train, y_train), (x_val, y_val)
+
+
+def diverged(history: Any) -> bool:
+    return bool(history.stop_reason) and history.stop_reason.startswith("non-finite")
+
+
+def _fit_quietly(*fit_args: Any, **fit_kwargs: Any) -> Any:
+    """``fit``, with its non-finite-loss warning and NumPy's overflow noise left to the caller.
+
+    The warnings of a run that diverged are dropped (the caller prints one line from
+    ``history.stop_reason``); any other warning is shown once, as usual.
+    """
+    from handgrad.train import fit
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history = fit(*fit_args, **fit_kwargs)
+    shown = set()
+    for w in caught:
+        key = (w.category, str(w.message), w.filename, w.lineno)
+        if key in shown or (diverged(history) and issubclass(w.category, RuntimeWarning)):
+            continue
+        shown.add(key)
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+    return history
+
+
+def _train(
+    args: argparse.Namespace, rng: np.random.Generator, train: XY, val: XY | None
+) -> tuple[Any, Any]:
+    """Build, train and return ``(model, history)`` per the options; see :func:`_split`."""
+    from handgrad.callbacks import EarlyStopping, ProgressBar, TimeLimit
+    from handgrad.nn.losses import CrossEntropyLoss
+    from handgrad.recipes import DEFAULT_LR, build_mlp, make_optimizer, make_scheduler
+
+    x, y = train
+    if len(x) == 0:
+        raise CommandError("no training samples left (lower --val-fraction?)")
+    num_classes = int(y.max()) + 1
+    model = build_mlp(
+        int(np.prod(x.shape[1:])),
+        args.hidden,
+        num_classes,
+        activation=args.activation,
+        dropout=args.dropout,
+        batch_norm=args.batch_norm,
+        rng=rng,
+        dtype=np.dtype(args.dtype),
+    )
+    lr = args.lr if args.lr is not None else DEFAULT_LR[args.optimizer]
+    optimizer = make_optimizer(args.optimizer, model, lr, args.weight_decay)
+    steps = -(-len(x) // args.batch_size)
+    scheduler, interval = make_scheduler(
+        args.schedule, optimizer, lr=lr, epochs=args.epochs, steps_per_epoch=steps
+    )
+    callbacks: list[Any] = [ProgressBar(quiet=args.quiet)]
+    if args.time_limit:
+        # The limit is for the whole command: counted from its start, with room kept
+        # for testing and saving afterwards (and for matplotlib, when plotting).
+        margin = AFTER_TRAINING_SECONDS + (PLOT_SECONDS if args.plots else 0.0)
+        callbacks.append(TimeLimit(args.time_limit, margin=margin, start=args.start_time))
+    if args.patience:
+        if val is None:
+            raise CommandError("--patience needs validation data: set --val-fraction above 0")
+        callbacks.append(EarlyStopping(patience=args.patience, restore_best_weights=True))
+    if not args.quiet:
+        print(
+            f"model: {len(args.hidden)} hidden layer(s) {args.hidden}, {args.activation}, "
+            f"{model.num_parameters():,} parameters; {args.optimizer} lr {lr:g}, "
+            f"{args.schedule} schedule; {args.epochs} epochs of {len(x):,} samples, "
+            f"batch {args.batch_size}",
+            flush=True,
+        )
+    history = _fit_quietly(
+        model,
+        CrossEntropyLoss(label_smoothing=args.label_smoothing),
+        optimizer,
+        (x, y),
+        val,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        rng=rng,
+        scheduler=scheduler,
+        scheduler_interval=interval,
+        callbacks=callbacks,
+    )
+    if diverged(history):
+        reason = history.stop_reason
+        if "learning rate" not in reason:
+            reason += " (try a lower learning rate)"
+        print(f"handgrad {args.command}: training stopped: {reason}", file=sys.stderr, flush=True)
+    elif history.stop_reason and not args.quiet:
+        print(history.stop_reason, flush=True)
+    return model, history
+
+
+def _write_plots(
+    directory: Path,
+    model: Any,
+    history: Any,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    y_pred: np.ndarray,
+) -> list[Path]:
+    from handgrad import plots
+    from handgrad.metrics import confusion_matrix
+    from handgrad.nn.layers import Linear
+
+    written = [plots.plot_history(history.history, directory / "training_curves.png")]
+    cm = confusion_matrix(y_test, y_pred, num_classes=int(max(y_test.max(), y_pred.max())) + 1)
+    written.append(plots.plot_confusion_matrix(cm, directory / "confusion_matrix.png"))
+    wrong = np.flatnonzero(y_pred != y_test)[:8]
+    right = np.flatnonzero(y_pred == y_test)[: 32 - len(wrong)]
+    pick = np.sort(np.concatenate([wrong, right]))
+    written.append(
+        plots.plot_predictions(
+            x_test[pick], y_test[pick], y_pred[pick], directory / "predictions.png"
+        )
+    )
+    first = next((m for m in model.modules() if isinstance(m, Linear)), None)
+    if first is not None and first.in_features == 784:
+        written.append(
+            plots.plot_first_layer(first.weight.data, directory / "first_layer_weights.png")
+        )
+    return written
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from handgrad.serialization import save
+    from handgrad.train import predict
+
+    check_outputs(args)
+    start = time.perf_counter()
+    data = load_mnist_for(args)
+    x_test, y_test = data.x_test, data.y_test
+    rng, train, val = _split(args, data.x_train, data.y_train)
+    del data  # the unsplit training set (47 MB of MNIST): only the split copies are used
+    model, history = _train(args, rng, train, val)
+    del train, val
+    train_seconds = time.perf_counter() - start
+    with np.errstate(over="ignore", invalid="ignore"):  # a diverged model may overflow
+        y_pred = predict(model, x_test)
+    test_acc = float(np.mean(y_pred == y_test))
+    if not args.no_save:
+        save(
+            model,
+            args.output,
+            metadata={
+                "history": history.history,
+                "test_accuracy": test_acc,
+                "command": sys.argv[1:],
+                "stop_reason": history.stop_reason,
+            },
+        )
+    if args.plots is not None:
+        for path in _write_plots(args.plots, model, history, x_test, y_test, y_pred):
+            if not args.quiet:
+                print(f"plot: {path}")
+    wall = time.perf_counter() - start
+    peak = peak_memory_mb()
+    print(
+        f"test accuracy {test_acc:.2%} ({int(np.sum(y_pred == y_test))}/{len(y_pred)})  "
+        f"epochs {history.epochs}  train {train_seconds:.1f} s  wall {wall:.1f} s"
+        + ("" if peak is None else f"  peak memory {peak:.0f} MB")
+        + ("" if args.no_save else f"  saved {args.output}"),
+        flush=True,
+    )
+    return 1 if diverged(history) else 0
+
+
+def cmd_kaggle(args: argparse.Namespace) -> int:
+    from handgrad.data import load_kaggle_csv, write_kaggle_submission
+    from handgrad.serialization import save
+    from handgrad.train import predict
+
+    check_outputs(args)
+    check_output_file(args.submission, "--submission")
+    x, y = load_kaggle_csv(args.train_csv)
+    if y is None:
+        raise CommandError(f"{args.train_csv}: has no label column (is it the test file?)")
+    x_test, y_test = load_kaggle_csv(args.test_csv)
+    if y_test is not None:
+        raise CommandError(
+            f"{args.test_csv}: has a label column, so it looks like the training file; "
+            "give the test file (pixel0,...,pixel783 only) as the second argument"
+        )
+    if x_test.shape[1:] != x.shape[1:]:
+        raise CommandError(
+            f"{args.test_csv} has {x_test.shape[1]} pixel columns but {args.train_csv} has "
+            f"{x.shape[1]}"
+        )
+    rng, train, val = _split(args, x, y)
+    del x, y
+    model, history = _train(args, rng, train, val)
+    with np.errstate(over="ignore", invalid="ignore"):  # a diverged model may overflow
+        labels = predict(model, x_test)
+    write_kaggle_submission(args.submission, labels)
+    if not args.no_save:
+        save(model, args.output)
+    print(f"wrote {len(labels)} predictions to {args.submission}")
+    return 1 if diverged(history) else 0
