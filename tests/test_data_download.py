@@ -17,7 +17,7 @@ import pytest
 from handgrad.data import DataError, download_mnist, find_mnist, load_mnist, payload_sha256
 from handgrad.data import mnist as mnist_mod
 from handgrad.data.mnist import MNIST_FILES
-from tests.test_data_idx import write_fake_mnist
+from tests.test_data_idx import umask, write_fake_mnist
 
 
 class FakeMirrors:
@@ -111,6 +111,16 @@ def test_good_download_lands_atomically(
     server.requests.clear()
     download_mnist(dest, mirrors=[mirror], timeout=5)
     assert server.requests == []
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o027], ids=oct)
+def test_downloaded_files_have_the_mode_a_plain_open_gives(
+    server: FakeMirrors, fake_files: dict[str, bytes], tmp_path: Path, mask: int
+) -> None:
+    with umask(mask):
+        dest = download_mnist(tmp_path / "dest", mirrors=[server.serve("m1", fake_files)])
+    modes = {p.name: p.stat().st_mode & 0o777 for p in dest.iterdir()}
+    assert modes == dict.fromkeys(MNIST_FILES, 0o666 & ~mask)
 
 
 def test_recompressed_mirror_still_verifies(

@@ -3,17 +3,31 @@
 from __future__ import annotations
 
 import gzip
+import os
+import tracemalloc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from handgrad.data import DataError, load_idx_dataset, load_mnist, read_idx, write_idx
+from handgrad.data.idx import write_atomic
 from handgrad.data.mnist import MNIST_FILES
 
 
 def _header(code: int, dims: tuple[int, ...]) -> bytes:
     return bytes([0, 0, code, len(dims)]) + np.asarray(dims, dtype=">u4").tobytes()
+
+
+@contextmanager
+def umask(mask: int) -> Iterator[None]:
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)
 
 
 @pytest.mark.parametrize("suffix", ["", ".gz"])
@@ -67,9 +81,11 @@ def test_truncated_header(tmp_path: Path) -> None:
         read_idx(path)
 
 
-def test_trailing_bytes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("gz", [False, True])
+def test_trailing_bytes(tmp_path: Path, gz: bool) -> None:
     path = tmp_path / "x.idx"
-    path.write_bytes(_header(0x0C, (2,)) + bytes(8 + 5))
+    blob = _header(0x0C, (2,)) + bytes(8 + 5)
+    path.write_bytes(gzip.compress(blob) if gz else blob)
     with pytest.raises(
         DataError, match=r"x\.idx: 5 trailing bytes: header says 2 = 8 bytes of int32, file has 13"
     ):
@@ -107,17 +123,71 @@ def test_unknown_type_code(tmp_path: Path) -> None:
         read_idx(path)
 
 
-@pytest.mark.parametrize("damage", ["cut", "flip"])
+@pytest.mark.parametrize("damage", ["cut", "flip", "cut-trailer", "crc", "length"])
 def test_corrupt_gzip(tmp_path: Path, damage: str) -> None:
     blob = bytearray(gzip.compress(_header(0x08, (1000,)) + bytes(range(250)) * 4))
     if damage == "cut":
         blob = blob[: len(blob) // 2]
+    elif damage == "cut-trailer":  # every payload byte is there, the CRC is not
+        blob = blob[:-8]
+    elif damage == "crc":
+        blob[-8] ^= 0xFF
+    elif damage == "length":
+        blob[-4] ^= 0xFF
     else:
         blob[len(blob) // 2] ^= 0xFF
     path = tmp_path / "x.gz"
     path.write_bytes(bytes(blob))
     with pytest.raises(DataError, match=r"x\.gz: corrupt gzip stream"):
         read_idx(path)
+
+
+def test_header_claiming_huge_payload_is_truncated_not_allocated(tmp_path: Path) -> None:
+    path = tmp_path / "x.gz"  # 2**62 bytes claimed by a 40-byte file
+    path.write_bytes(gzip.compress(_header(0x08, (2**31, 2**31)) + bytes(3)))
+    with pytest.raises(DataError, match=r"x\.gz: truncated: header says 2147483648x2147483648"):
+        read_idx(path)
+
+
+@pytest.mark.parametrize("suffix", ["", ".gz"])
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.float64])
+def test_read_arrays_are_fresh_native_and_writable(
+    tmp_path: Path, suffix: str, dtype: type
+) -> None:
+    arr = np.arange(60, dtype=dtype).reshape(3, 4, 5)
+    back = read_idx(write_idx(tmp_path / f"a{suffix}", arr))
+    assert back.flags.writeable and back.flags.c_contiguous
+    assert back.dtype.isnative and back.dtype.byteorder in "=|"
+    back[0, 0, 0] = 7  # really writable, and nothing else changes
+    np.testing.assert_array_equal(read_idx(tmp_path / f"a{suffix}"), arr)
+
+
+@pytest.mark.parametrize(("suffix", "dtype"), [("", np.uint8), ("", np.int32), (".gz", np.uint8)])
+def test_read_idx_peak_memory_is_about_the_payload(
+    tmp_path: Path, suffix: str, dtype: type
+) -> None:
+    rng = np.random.default_rng(0)
+    arr = rng.integers(0, 100, (2000, 64, 64)).astype(dtype)  # 8 MB of uint8
+    path = write_idx(tmp_path / f"big{suffix}", arr)
+    tracemalloc.start()
+    try:
+        back = read_idx(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(back, arr)
+    # Reading into bytes and then copying into the array peaked at twice the payload.
+    assert peak < 1.3 * arr.nbytes, f"peak {peak / 1e6:.1f} MB for {arr.nbytes / 1e6:.1f} MB"
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077, 0o002], ids=oct)
+def test_written_files_have_the_mode_a_plain_open_gives(tmp_path: Path, mask: int) -> None:
+    with umask(mask):
+        idx = write_idx(tmp_path / "a.idx", np.zeros(3, dtype=np.uint8))
+        write_atomic(tmp_path / "b.csv", b"ImageId,Label\n")  # the Kaggle CSV writer's helper
+    for path in (idx, tmp_path / "b.csv"):
+        assert path.stat().st_mode & 0o777 == 0o666 & ~mask
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.idx", "b.csv"]
 
 
 def test_write_refuses_unsupported_dtype(tmp_path: Path) -> None:

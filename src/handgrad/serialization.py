@@ -13,13 +13,13 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from handgrad._atomic import atomic_write
 from handgrad.nn.module import Module
 
 FORMAT = "handgrad-model"
@@ -29,6 +29,9 @@ STATE_PREFIX = "state/"
 # Constructor arguments that only shape the *initial* weights: the saved state
 # replaces those weights, so they are not needed (and not JSON) to rebuild.
 INIT_ONLY_ARGS = frozenset({"rng", "weight_init", "bias_init"})
+_HEADER_KEYS = frozenset({"format", "version", "architecture", "dtype", "metadata"})
+# A .npz is a zip archive: a local file header, or the end record of an empty one.
+_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 
 
 class ModelFileError(ValueError):
@@ -57,20 +60,27 @@ def _encode(value: Any, where: str) -> Any:
     )
 
 
-def _decode(value: Any) -> Any:
+def _decode(value: Any, where: str) -> Any:
     if isinstance(value, list):
-        return [_decode(v) for v in value]
+        return [_decode(v, f"{where}[{i}]") for i, v in enumerate(value)]
     if not isinstance(value, dict):
         return value
-    if "__module__" in value:
-        return module_from_config(value["__module__"])
-    if "__dtype__" in value:
-        return np.dtype(value["__dtype__"]).type
-    if "__tuple__" in value:
-        return tuple(_decode(v) for v in value["__tuple__"])
-    if "__array__" in value:
-        return np.array(value["__array__"], dtype=value["dtype"])
-    raise ModelFileError(f"unknown value in architecture: {value!r}")
+    keys = set(value)
+    if keys == {"__module__"}:
+        return _build(value["__module__"], where)
+    if keys == {"__dtype__"} and isinstance(value["__dtype__"], str):
+        try:
+            return np.dtype(value["__dtype__"]).type
+        except TypeError as exc:
+            raise ModelFileError(f"{where}: unknown dtype {value['__dtype__']!r}") from exc
+    if keys == {"__tuple__"} and isinstance(value["__tuple__"], list):
+        return tuple(_decode(v, f"{where}[{i}]") for i, v in enumerate(value["__tuple__"]))
+    if keys == {"__array__", "dtype"}:
+        try:
+            return np.array(value["__array__"], dtype=value["dtype"])
+        except (TypeError, ValueError) as exc:
+            raise ModelFileError(f"{where}: bad array ({exc})") from exc
+    raise ModelFileError(f"{where}: unknown value {value!r:.80}")
 
 
 def module_config(module: Module) -> dict[str, Any]:
@@ -90,22 +100,60 @@ def module_config(module: Module) -> dict[str, Any]:
 
 
 def module_from_config(config: dict[str, Any]) -> Module:
-    """Rebuild a module from :func:`module_config` output (handgrad classes only)."""
+    """Rebuild a module from :func:`module_config` output (``handgrad.nn`` classes only).
+
+    Raises
+    ------
+    ModelFileError
+        Saying where in the configuration and what is wrong: a missing or
+        unknown key, a value of the wrong type, a class outside ``handgrad.nn``,
+        or arguments the class refuses.
+    """
+    return _build(config, "architecture")
+
+
+def _build(config: Any, where: str) -> Module:
+    if not isinstance(config, dict):
+        raise ModelFileError(
+            f"{where}: expected an object with 'class', 'args' and 'kwargs', "
+            f"got {type(config).__name__}"
+        )
+    if "class" not in config:
+        raise ModelFileError(f"{where}: no 'class'")
+    unknown = sorted(set(config) - {"class", "args", "kwargs"})
+    if unknown:
+        raise ModelFileError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}")
+    path, args, kwargs = config["class"], config.get("args", []), config.get("kwargs", {})
+    if not isinstance(path, str):
+        raise ModelFileError(f"{where}.class: expected a string, got {type(path).__name__}")
+    if not isinstance(args, list):
+        raise ModelFileError(f"{where}.args: expected a list, got {type(args).__name__}")
+    if not isinstance(kwargs, dict):
+        raise ModelFileError(f"{where}.kwargs: expected an object, got {type(kwargs).__name__}")
+    mod_name, _, cls_name = path.rpartition(".")
+    # Only the layer modules: importing e.g. handgrad.__main__ would run the CLI.
+    if not (mod_name == "handgrad.nn" or mod_name.startswith("handgrad.nn.")):
+        raise ModelFileError(
+            f"{where}: refusing to build {path!r}: only handgrad classes "
+            "(from handgrad.nn) can be loaded"
+        )
     try:
-        path = config["class"]
-        mod_name, _, cls_name = str(path).rpartition(".")
-        if not mod_name.startswith("handgrad."):
-            raise ModelFileError(f"refusing to build {path!r}: only handgrad classes can be loaded")
         cls = getattr(importlib.import_module(mod_name), cls_name, None)
-        if not (isinstance(cls, type) and issubclass(cls, Module)):
-            raise ModelFileError(f"{path!r} is not a handgrad Module")
-        args = [_decode(a) for a in config.get("args", [])]
-        kwargs = {k: _decode(v) for k, v in config.get("kwargs", {}).items()}
+    except (ImportError, ValueError) as exc:
+        raise ModelFileError(f"{where}: unknown class {path!r} ({exc})") from exc
+    if not (isinstance(cls, type) and issubclass(cls, Module)):
+        raise ModelFileError(f"{where}: {path!r} is not a handgrad Module")
+    where = f"{where}({cls_name})"
+    args = [_decode(a, f"{where}.args[{i}]") for i, a in enumerate(args)]
+    kwargs = {k: _decode(v, f"{where}.kwargs[{k!r}]") for k, v in kwargs.items()}
+    try:
         return cls(*args, **kwargs)
-    except ModelFileError:
-        raise
-    except (KeyError, TypeError, ValueError, ImportError) as exc:
-        raise ModelFileError(f"cannot rebuild the saved architecture: {exc}") from exc
+    except Exception as exc:
+        # The arguments come from a file: whatever the constructor objects to
+        # (TypeError, ValueError, ...) means the file is malformed.
+        raise ModelFileError(
+            f"{where}: {cls_name} refused the saved arguments ({type(exc).__name__}: {exc})"
+        ) from exc
 
 
 def _model_dtype(module: Module) -> str | None:
@@ -115,23 +163,6 @@ def _model_dtype(module: Module) -> str | None:
 
 
 # -- files -------------------------------------------------------------------------
-
-
-def atomic_write(path: str | os.PathLike[str], write: Any) -> Path:
-    """Call ``write(file)`` on a temporary file beside ``path``, then rename it into place."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
 
 
 def save(
@@ -155,45 +186,116 @@ def save(
         raise ModelFileError(f"metadata is not JSON-serialisable: {exc}") from exc
     arrays = {STATE_PREFIX + k: v for k, v in module.state_dict().items()}
     arrays[HEADER_KEY] = np.array(header_json)
-    return atomic_write(path, lambda fh: np.savez(fh, **arrays))  # type: ignore[arg-type]
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write(target, lambda fh: np.savez(fh, **arrays))  # type: ignore[arg-type]
+
+
+def _read_arrays(file: Path) -> dict[str, np.ndarray]:
+    """Every array in the ``.npz`` at ``file``, refusing pickle; ModelFileError if unreadable."""
+    with open(file, "rb") as fh:
+        head = fh.read(4)
+    if head not in _ZIP_MAGICS:
+        what = "an empty file" if not head else f"the file starts with 0x{head.hex()}"
+        raise ModelFileError(
+            f"{file}: not a handgrad model file: not a .npz (zip) archive ({what})"
+        )
+    try:
+        with np.load(file, allow_pickle=False) as npz:
+            arrays = {}
+            for key in npz.files:
+                try:
+                    arrays[key] = npz[key]
+                except ValueError as exc:
+                    if "allow_pickle" not in str(exc):
+                        raise
+                    raise ModelFileError(
+                        f"{file}: array {key!r} holds pickled Python objects; handgrad never "
+                        "loads pickle (it can run code)"
+                    ) from exc
+    except ModelFileError:
+        raise
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
+        raise ModelFileError(
+            f"{file}: not a valid .npz archive: damaged or truncated ({type(exc).__name__}: {exc})"
+        ) from exc
+    return arrays
 
 
 def _read(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"model file not found: {file}")
-    try:
-        with np.load(file, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except ValueError as exc:
-        if "pickle" in str(exc):
-            raise ModelFileError(
-                f"{file}: holds pickled objects; handgrad never loads pickle (it can run code)"
-            ) from exc
-        raise ModelFileError(f"{file}: not a handgrad model file or damaged ({exc})") from exc
-    except (zipfile.BadZipFile, OSError, EOFError, KeyError) as exc:
-        raise ModelFileError(f"{file}: not a handgrad model file or damaged ({exc})") from exc
+    arrays = _read_arrays(file)
     if HEADER_KEY not in arrays:
         raise ModelFileError(f"{file}: not a handgrad model file (no {HEADER_KEY} header)")
+    header_array = arrays.pop(HEADER_KEY)
+    if not (isinstance(header_array, np.ndarray) and header_array.dtype.kind == "U"):
+        raise ModelFileError(f"{file}: damaged header (not a JSON string)")
     try:
-        header = json.loads(str(arrays.pop(HEADER_KEY)))
+        header = json.loads(str(header_array))
     except json.JSONDecodeError as exc:
         raise ModelFileError(f"{file}: damaged header ({exc})") from exc
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise ModelFileError(f"{file}: not a handgrad model file (format {header!r:.60})")
-    if header.get("version") != VERSION:
+    version = header.get("version")
+    if version != VERSION or isinstance(version, bool):
         raise ModelFileError(
-            f"{file}: model format version {header.get('version')} is not supported "
+            f"{file}: model format version {version!r} is not supported "
             f"(this handgrad reads version {VERSION})"
         )
-    state = {k[len(STATE_PREFIX) :]: v for k, v in arrays.items() if k.startswith(STATE_PREFIX)}
+    _check_header(header, file)
+    unexpected = sorted(k for k in arrays if not k.startswith(STATE_PREFIX))
+    if unexpected:
+        raise ModelFileError(
+            f"{file}: unexpected array(s) {', '.join(map(repr, unexpected))}: "
+            f"a model file holds only {HEADER_KEY} and {STATE_PREFIX}*"
+        )
+    state = {k[len(STATE_PREFIX) :]: v for k, v in arrays.items()}
     return header, state
 
 
+def _check_header(header: dict[str, Any], file: Path) -> None:
+    """The header's keys and their types (the architecture itself is checked when built)."""
+    unknown = sorted(set(header) - _HEADER_KEYS)
+    if unknown:
+        raise ModelFileError(f"{file}: unknown header key(s) {', '.join(map(repr, unknown))}")
+    if "architecture" not in header:
+        raise ModelFileError(f"{file}: the header has no 'architecture'")
+    dtype = header.get("dtype")
+    if dtype is not None:
+        try:
+            ok = isinstance(dtype, str) and np.issubdtype(np.dtype(dtype), np.floating)
+        except TypeError:
+            ok = False
+        if not ok:
+            raise ModelFileError(
+                f"{file}: header 'dtype' must be the name of a floating dtype or null, "
+                f"got {dtype!r:.60}"
+            )
+    if not isinstance(header.get("metadata", {}), dict):
+        raise ModelFileError(
+            f"{file}: header 'metadata' must be an object, got {type(header['metadata']).__name__}"
+        )
+
+
 def load(path: str | os.PathLike[str]) -> Module:
-    """Rebuild the model saved at ``path`` and load its weights."""
+    """Rebuild the model saved at ``path`` and load its weights.
+
+    Raises
+    ------
+    FileNotFoundError
+        If there is no file at ``path``.
+    ModelFileError
+        Naming the file and the problem: not a ``.npz`` archive, a damaged one,
+        pickled objects, a missing or malformed header or architecture, or weights
+        that do not fit the architecture.
+    """
     header, state = _read(path)
-    model = module_from_config(header["architecture"])
+    try:
+        model = module_from_config(header["architecture"])
+    except ModelFileError as exc:
+        raise ModelFileError(f"{path}: {exc}") from exc
     if header.get("dtype"):
         model.to(np.dtype(header["dtype"]))
     _load_into(model, state, path)

@@ -13,17 +13,22 @@ import hashlib
 import http.client
 import os
 import shutil
-import tempfile
 import urllib.error
 import urllib.request
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO
 
+from handgrad._atomic import atomic_open
 from handgrad.data.errors import DataError
 
 _CHUNK = 1 << 20
 _GZIP_MAGIC = b"\x1f\x8b"
+
+
+class _Rejected(Exception):
+    """This mirror's copy is no good: abandon the temporary file, try the next one."""
 
 
 def payload_sha256(path: str | os.PathLike[str]) -> str:
@@ -56,6 +61,25 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def _fetch(url: str, out: BinaryIO, timeout: float) -> str:
+    """Stream ``url`` into ``out``; the payload SHA-256 of what arrived.
+
+    Raises
+    ------
+    _Rejected
+        For a failed request or a corrupt gzip stream; chained to the cause.
+    """
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            shutil.copyfileobj(response, out, _CHUNK)
+        out.flush()
+        return payload_sha256(out.name)
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
+        # URLError/HTTPError, refused/reset connections, timeouts, bad URLs,
+        # and DataError (a ValueError) for a corrupt gzip stream.
+        raise _Rejected(_describe(exc)) from exc
+
+
 def download_verified(
     urls: Sequence[str],
     target: str | os.PathLike[str],
@@ -67,8 +91,10 @@ def download_verified(
     """Fetch the first of ``urls`` whose payload has SHA-256 ``sha256`` into ``target``.
 
     Each URL is tried in order; a network error, HTTP error, corrupt gzip stream
-    or checksum mismatch moves on to the next. The temporary file is removed on
-    every failure, so nothing half-downloaded is ever left behind.
+    or checksum mismatch moves on to the next. The download goes to a temporary
+    file beside ``target`` (see :func:`handgrad._atomic.atomic_open`), removed on
+    every failure, so nothing half-downloaded is ever left behind; the final file
+    gets the mode a plain ``open()`` would give.
 
     Parameters
     ----------
@@ -93,29 +119,16 @@ def download_verified(
     failures: list[str] = []
     last_exc: BaseException | None = None
     for url in urls:
-        fd, tmp_name = tempfile.mkstemp(
-            dir=target.parent, prefix=f".{target.name}.", suffix=".part"
-        )
-        tmp = Path(tmp_name)
         try:
-            try:
-                with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as r:
-                    shutil.copyfileobj(r, out, _CHUNK)
-                actual = payload_sha256(tmp)
-            except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
-                # URLError/HTTPError, refused/reset connections, timeouts, bad URLs,
-                # and DataError (a ValueError) for a corrupt gzip stream.
-                failures.append(f"{url}: {_describe(exc)}")
-                last_exc = exc
-                continue
-            if actual != sha256:
-                failures.append(f"{url}: checksum mismatch: expected sha256 {sha256}, got {actual}")
-                continue
-            os.chmod(tmp, 0o644)  # mkstemp makes 0600; data files are for everyone to read
-            os.replace(tmp, target)
-            return target
-        finally:
-            tmp.unlink(missing_ok=True)  # no-op after a successful os.replace
+            with atomic_open(target) as out:
+                actual = _fetch(url, out, timeout)
+                if actual != sha256:
+                    raise _Rejected(f"checksum mismatch: expected sha256 {sha256}, got {actual}")
+        except _Rejected as exc:  # atomic_open removed the temporary file
+            failures.append(f"{url}: {exc}")
+            last_exc = exc.__cause__ or last_exc
+            continue
+        return target
     tried = "\n".join(f"  - {line}" for line in failures) or "  (no URLs given)"
     message = f"{target.name}: could not download a good copy from any mirror:\n{tried}"
     if hint:

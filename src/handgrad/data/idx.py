@@ -8,14 +8,16 @@ the elements in C order, big-endian. Nothing may follow the last element.
 from __future__ import annotations
 
 import gzip
+import io
 import math
 import os
-import tempfile
+import stat
 import zlib
 from pathlib import Path
 
 import numpy as np
 
+from handgrad._atomic import atomic_write
 from handgrad.data.errors import DataError
 
 # IDX type code -> big-endian element dtype.
@@ -29,6 +31,9 @@ IDX_TYPES: dict[int, np.dtype] = {
 }
 _CODE_OF: dict[str, int] = {dt.newbyteorder("=").name: code for code, dt in IDX_TYPES.items()}
 _GZIP_MAGIC = b"\x1f\x8b"
+_CHUNK = 1 << 20
+# Deflate cannot expand data more than about 1032:1 (a run of one byte).
+_MAX_DEFLATE_RATIO = 1032
 _KNOWN = ", ".join(f"0x{code:02x} ({dt.newbyteorder('=').name})" for code, dt in IDX_TYPES.items())
 
 
@@ -36,22 +41,36 @@ def _shape_str(dims: tuple[int, ...]) -> str:
     return "x".join(str(d) for d in dims)
 
 
-def _read_maybe_gzip(path: Path) -> tuple[bytes, bool]:
-    """Contents of ``path`` and whether they were gzip-compressed (sniffed, not by name)."""
-    raw = path.read_bytes()
-    if raw[:2] != _GZIP_MAGIC:
-        return raw, False
-    try:
-        return gzip.decompress(raw), True
-    except (OSError, EOFError, zlib.error) as exc:
-        raise DataError(f"{path}: corrupt gzip stream ({exc})") from exc
+def _read_full(stream: io.BufferedIOBase, out: memoryview) -> int:
+    """Fill ``out`` from ``stream`` in chunks; the number of bytes read (less at end of file).
+
+    In chunks because a gzip stream's ``readinto`` goes through a temporary
+    ``bytes`` of the requested size: this way it costs one chunk, not a payload.
+    """
+    filled = 0
+    while filled < len(out):
+        n = stream.readinto(out[filled : filled + _CHUNK])
+        if not n:
+            break
+        filled += n
+    return filled
+
+
+def _count_rest(stream: io.BufferedIOBase) -> int:
+    """Bytes left in ``stream``, read in chunks and dropped."""
+    count = len(stream.read(1))  # read(_CHUNK) would allocate a whole chunk to find nothing
+    while count and (chunk := stream.read(_CHUNK)):
+        count += len(chunk)
+    return count
 
 
 def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     """Read an IDX file (gzip-compressed or raw) into a native-byte-order array.
 
     Every part of the file is checked: the magic number, the type code, and that
-    the payload holds exactly ``prod(dims)`` elements.
+    the payload holds exactly ``prod(dims)`` elements. The payload is read
+    straight into the returned array (decompressed chunk by chunk for gzip), so
+    memory peaks at about the array's size, not twice it.
 
     Parameters
     ----------
@@ -61,7 +80,7 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     Returns
     -------
     numpy.ndarray
-        A fresh, writable array of the file's shape and element type
+        A fresh, writable, C-contiguous array of the file's shape and element type
         (``uint8`` for MNIST images and labels).
 
     Raises
@@ -71,45 +90,78 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
         unknown type code, truncated payload or trailing bytes.
     """
     path = Path(path)
-    data, was_gzip = _read_maybe_gzip(path)
+    with open(path, "rb") as raw:  # readinto of a whole chunk bypasses its small buffer
+        was_gzip = raw.read(2) == _GZIP_MAGIC
+        raw.seek(0)
+        st = os.fstat(raw.fileno())
+        # Most bytes the payload can have: the file size, or for gzip the most
+        # deflate can expand it. A header asking for more is truncated for sure,
+        # and is reported without allocating what it asks for.
+        limit: float = st.st_size * (_MAX_DEFLATE_RATIO if was_gzip else 1)
+        if not stat.S_ISREG(st.st_mode):
+            limit = math.inf
+        if not was_gzip:
+            return _read_idx_stream(path, raw, was_gzip, limit)
+        try:
+            with gzip.GzipFile(fileobj=raw, mode="rb") as stream:
+                return _read_idx_stream(path, stream, was_gzip, limit)
+        except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+            raise DataError(f"{path}: corrupt gzip stream ({exc})") from exc
+
+
+def _read_idx_stream(
+    path: Path, stream: io.BufferedIOBase, was_gzip: bool, limit: float
+) -> np.ndarray:
     not_gzip_note = ""
     if path.name.endswith(".gz") and not was_gzip:
         not_gzip_note = " (the name ends in .gz but the file is not gzip-compressed)"
-    if len(data) < 4:
+    magic = stream.read(4)
+    if len(magic) < 4:
         raise DataError(
-            f"{path}: truncated: {len(data)} bytes, too short for the 4-byte IDX magic number"
+            f"{path}: truncated: {len(magic)} bytes, too short for the 4-byte IDX magic number"
             f"{not_gzip_note}"
         )
-    zero0, zero1, code, ndim = data[:4]
+    zero0, zero1, code, ndim = magic
     if zero0 != 0 or zero1 != 0 or ndim == 0:
         raise DataError(
-            f"{path}: bad magic number 0x{data[:4].hex()}: an IDX file starts with two zero "
+            f"{path}: bad magic number 0x{magic.hex()}: an IDX file starts with two zero "
             f"bytes, a type code and the number of dimensions (1 or more), e.g. 0x00000803 "
             f"for uint8 images{not_gzip_note}"
         )
     if code not in IDX_TYPES:
         raise DataError(f"{path}: unknown IDX type code 0x{code:02x}; expected one of {_KNOWN}")
     header_len = 4 + 4 * ndim
-    if len(data) < header_len:
+    sizes = stream.read(4 * ndim)
+    if len(sizes) < 4 * ndim:
         raise DataError(
             f"{path}: truncated header: {ndim} dimensions need {header_len} bytes, "
-            f"file has {len(data)}"
+            f"file has {4 + len(sizes)}"
         )
-    dims = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
+    dims = tuple(int(d) for d in np.frombuffer(sizes, dtype=">u4"))
     dtype = IDX_TYPES[code]
-    count = math.prod(dims)
-    expected = count * dtype.itemsize
-    got = len(data) - header_len
-    if got != expected:
+    native = dtype.newbyteorder("=")
+    expected = math.prod(dims) * dtype.itemsize
+
+    def size_error(got: int) -> DataError:
         problem = "truncated" if got < expected else f"{got - expected} trailing bytes"
-        raise DataError(
+        return DataError(
             f"{path}: {problem}: header says {_shape_str(dims)} = {expected} bytes of "
-            f"{dtype.newbyteorder('=').name}, file has {got} bytes after the "
-            f"{header_len}-byte header"
+            f"{native.name}, file has {got} bytes after the {header_len}-byte header"
         )
-    arr = np.frombuffer(data, dtype=dtype, count=count, offset=header_len).reshape(dims)
-    # astype copies: the result is writable, native-endian and does not pin `data`.
-    return arr.astype(dtype.newbyteorder("="))
+
+    if expected > limit:
+        raise size_error(_count_rest(stream))
+    out = np.empty(dims, dtype=native)
+    got = _read_full(stream, out.reshape(-1).view(np.uint8).data)
+    if got < expected:
+        raise size_error(got)
+    # Reading on to the end also makes gzip check its CRC and length trailer.
+    extra = _count_rest(stream)
+    if extra:
+        raise size_error(expected + extra)
+    if not dtype.isnative:
+        out.byteswap(inplace=True)  # the bytes are big-endian; `out` is typed native
+    return out
 
 
 def write_idx(path: str | os.PathLike[str], array: np.ndarray) -> Path:
@@ -151,14 +203,10 @@ def write_idx(path: str | os.PathLike[str], array: np.ndarray) -> Path:
     return path
 
 
-def write_atomic(path: Path, payload: bytes) -> None:
-    """Write ``payload`` to a temporary file next to ``path``, then rename it over ``path``."""
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-        os.chmod(tmp_name, 0o644)  # mkstemp makes 0600; data files are for everyone to read
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+def write_atomic(path: str | os.PathLike[str], payload: bytes) -> None:
+    """Write ``payload`` to a temporary file next to ``path``, then rename it over ``path``.
+
+    See :func:`handgrad._atomic.atomic_open`: the file gets the mode a plain
+    ``open()`` would give, and a failed write leaves ``path`` untouched.
+    """
+    atomic_write(path, lambda f: f.write(payload))

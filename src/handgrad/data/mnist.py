@@ -187,7 +187,8 @@ def load_idx_dataset(
     directory : str or path-like
         Holds the files of :data:`MNIST_FILES`, gzip-compressed or not.
     num_classes : int, optional
-        If given, every label must be in ``0 .. num_classes - 1``.
+        If given, every label must be in ``0 .. num_classes - 1``; otherwise any
+        label of 0 or more is accepted (infer the class count as ``max + 1``).
 
     Returns
     -------
@@ -220,13 +221,17 @@ def load_idx_dataset(
                 f"{labels_path}: {len(labels)} labels, but {images_path.name} has "
                 f"{len(images)} images"
             )
-        if num_classes is not None:
-            bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
-            if bad.size:
-                raise DataError(
-                    f"{labels_path}: labels must be in 0..{num_classes - 1}, found "
-                    f"{labels[bad[0]]} at index {bad[0]} ({bad.size} out of range in all)"
-                )
+        # Labels are class indices: never negative, below num_classes when given.
+        bad = np.flatnonzero(
+            (labels < 0) if num_classes is None else (labels < 0) | (labels >= num_classes)
+        )
+        if bad.size:
+            allowed = "0 or more" if num_classes is None else f"in 0..{num_classes - 1}"
+            hint = "" if num_classes is None else " (num_classes=None accepts any class index)"
+            raise DataError(
+                f"{labels_path}: labels must be {allowed}, found {labels[bad[0]]} at index "
+                f"{bad[0]} ({bad.size} out of range in all){hint}"
+            )
         arrays += [images, labels.astype(np.int64)]
     if arrays[0].shape[1:] != arrays[2].shape[1:]:
         raise DataError(
@@ -237,7 +242,10 @@ def load_idx_dataset(
 
 
 def load_mnist(
-    data_dir: str | os.PathLike[str] | None = None, *, download: bool = False
+    data_dir: str | os.PathLike[str] | None = None,
+    *,
+    download: bool = False,
+    num_classes: int | None = 10,
 ) -> MNISTData:
     """Load MNIST (or a dataset in its layout) from the first place that has it.
 
@@ -247,15 +255,20 @@ def load_mnist(
         A directory holding the four files; default: search (see module doc).
     download : bool
         Download the files if they are found nowhere.
+    num_classes : int or None
+        Labels must lie in ``0 .. num_classes - 1`` (default 10, the digits; the
+        lab and ``handgrad evaluate`` assume ten classes). ``None`` accepts any
+        label of 0 or more, for a dataset with other classes in the same layout
+        (e.g. EMNIST letters); the class count is then ``max label + 1``.
 
     Returns
     -------
     MNISTData
         ``(x_train, y_train, x_test, y_test)``; images ``uint8 (N, 28, 28)``, labels
-        ``int64 (N,)`` in 0..9. Convert images per batch with
+        ``int64 (N,)`` in ``0 .. num_classes - 1``. Convert images per batch with
         :func:`handgrad.data.to_float_images`.
     """
-    return load_idx_dataset(find_mnist(data_dir, download=download), num_classes=10)
+    return load_idx_dataset(find_mnist(data_dir, download=download), num_classes=num_classes)
 
 
 # -- checking and fetching ----------------------------------------------------------
