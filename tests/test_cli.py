@@ -486,8 +486,8 @@ def test_download_option_fetches_mnist(
 ) -> None:
     argv = ["train", "--epochs", "1", "--val-fraction", "0", "--no-save", "--quiet"]
     assert main(argv) == 2  # not found, and no --download: nothing fetched
-    line = _one_error_line(capsys, "run again with --download to fetch them")
-    assert "load_mnist(download=True)" not in line and mirror.requests == []
+    _one_error_line(capsys, "holds all four MNIST files", "--download on the command line")
+    assert mirror.requests == []
     assert main([*argv, "--download"]) == 0
     assert sorted(mirror.requests) == sorted(f"/m1/{name}" for name in MNIST_FILES)
     assert sorted(p.name for p in (tmp_path / "data" / "mnist").iterdir()) == sorted(MNIST_FILES)
@@ -544,3 +544,32 @@ def test_time_limit_covers_the_whole_command(small_mnist: Path, tmp_path: Path) 
     elapsed = time.perf_counter() - start
     assert code == 0 and (tmp_path / "m.npz").exists()
     assert elapsed < 2.5
+
+
+def test_an_mnist_format_set_with_26_classes_trains_and_evaluates(
+    tmp_path: Path, small_mnist: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # EMNIST letters in the standard four file names: labels 0..25
+    rng = np.random.default_rng(0)
+    letters = tmp_path / "letters"
+    letters.mkdir()
+    for images, labels, n in (
+        ("train-images", "train-labels", 520),
+        ("t10k-images", "t10k-labels", 52),
+    ):
+        write_idx(letters / f"{images}-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28), np.uint8))
+        write_idx(letters / f"{labels}-idx1-ubyte.gz", (np.arange(n) % 26).astype(np.uint8))
+    model = tmp_path / "letters.npz"
+    argv = ["train", "--data-dir", str(letters), "--epochs", "1", "-q", "--output", str(model)]
+    assert main(argv) == 0
+    assert handgrad.load(model)[-1].out_features == 26
+    assert main(["evaluate", str(model), "--data-dir", str(letters)]) == 0
+    report = capsys.readouterr().out
+    assert "test accuracy" in report and "   25 " in report  # a row for the last class
+    ten = tmp_path / "digits.npz"
+    assert (
+        main(["train", "--data-dir", str(small_mnist), "--epochs", "1", "-q", "-o", str(ten)]) == 0
+    )
+    capsys.readouterr()
+    assert main(["evaluate", str(ten), "--data-dir", str(letters)]) == 2
+    _one_error_line(capsys, "labels go up to 25 but the model has 10 outputs")

@@ -17,10 +17,6 @@ from handgrad._argtypes import output_dir_problem, output_file_problem
 INSTALL_HINT = 'pip install "handgrad[cli]"'
 
 
-#: The sentence of handgrad.data's "where to put MNIST" hint meant for library users.
-LIBRARY_DOWNLOAD_HINT = ", or call load_mnist(download=True) to fetch them."
-
-
 XY = tuple[np.ndarray, np.ndarray]  # (samples, labels)
 
 
@@ -82,15 +78,10 @@ def check_outputs(args: argparse.Namespace) -> None:
 
 
 def load_mnist_for(args: argparse.Namespace) -> Any:
-    from handgrad.data import DataError, load_mnist
+    """MNIST, or the MNIST-format dataset of ``--data-dir`` with any number of classes."""
+    from handgrad.data import load_mnist
 
-    try:
-        return load_mnist(args.data_dir, download=args.download)
-    except DataError as exc:
-        # The library's hint names its own API; on the command line the option is --download,
-        # and after a failed download, suggesting it again would not help.
-        hint = "." if args.download else ", or run again with --download to fetch them."
-        raise DataError(str(exc).replace(LIBRARY_DOWNLOAD_HINT, hint)) from exc
+    return load_mnist(args.data_dir, download=args.download, num_classes=None)
 
 
 def features(n: int, shape: tuple[int, ...] | None = None) -> str:
@@ -100,6 +91,17 @@ def features(n: int, shape: tuple[int, ...] | None = None) -> str:
         shape = (side, side)
     images = f" ({'x'.join(map(str, shape))} images)" if shape and len(shape) == 2 else ""
     return f"{n} input features{images}"
+
+
+def output_classes(model: Any) -> int | None:
+    """The output width of the model's last ``Linear`` layer (its number of classes)."""
+    from handgrad.nn.layers import Linear
+
+    last = None
+    for module in model.modules():
+        if isinstance(module, Linear):
+            last = module
+    return None if last is None else last.out_features
 
 
 def check_input_size(model: Any, shape: tuple[int, ...], what: str) -> None:

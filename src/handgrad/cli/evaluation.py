@@ -8,7 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
-from handgrad.cli._common import CommandError, check_input_size, load_mnist_for, require
+from handgrad.cli._common import (
+    CommandError,
+    check_input_size,
+    load_mnist_for,
+    output_classes,
+    require,
+)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -19,15 +25,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     model = load(args.model)
     data = load_mnist_for(args)
     check_input_size(model, data.x_test.shape[1:], "the data has")
+    classes = output_classes(model)
+    if classes is not None and data.y_test.max() >= classes:
+        raise CommandError(
+            f"the test labels go up to {data.y_test.max()} but the model has {classes} "
+            "outputs: it was trained on another dataset"
+        )
+    num_classes = classes or int(data.y_test.max()) + 1
     y_pred = predict(model, data.x_test)
     print(f"test accuracy {accuracy(data.y_test, y_pred):.2%} on {len(y_pred)} images")
-    cm = confusion_matrix(data.y_test, y_pred, num_classes=10)
+    cm = confusion_matrix(data.y_test, y_pred, num_classes=num_classes)
     print("\nconfusion matrix (rows: true, columns: predicted)")
     print("      " + " ".join(f"{j:>5d}" for j in range(cm.shape[1])))
     for i, row in enumerate(cm):
         print(f"{i:>5d} " + " ".join(f"{v:>5d}" for v in row))
     print()
-    print(classification_report(data.y_test, y_pred, num_classes=10))
+    print(classification_report(data.y_test, y_pred, num_classes=num_classes))
     return 0
 
 

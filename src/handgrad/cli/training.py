@@ -222,7 +222,8 @@ def _train(
     x, y = train
     if len(x) == 0:
         raise CommandError("no training samples left (lower --val-fraction?)")
-    num_classes = int(y.max()) + 1
+    # every class seen in training or validation gets an output
+    num_classes = int(max(y.max(), -1 if val is None else val[1].max())) + 1
     model = build_mlp(
         int(np.prod(x.shape[1:])),
         args.hidden,

@@ -103,14 +103,19 @@ def missing_files(directory: str | os.PathLike[str]) -> list[str]:
     return [name for name in MNIST_FILES if _resolve(directory, name) is None]
 
 
-def _where_to_put(extra: Sequence[Path] = ()) -> str:
+def _where_to_put(extra: Sequence[Path] = (), offer_download: bool = True) -> str:
+    """Where the files may go; after a failed download, no advice to download again."""
     places = [*(str(p) for p in extra), f"${ENV_VAR}/mnist", str(cache_dir())]
     unique = list(dict.fromkeys(places))
+    fetch = (
+        "; or fetch them with load_mnist(download=True) (--download on the command line)"
+        if offer_download
+        else ""
+    )
     return (
         f"Put the four MNIST files ({', '.join(MNIST_FILES)}; gzip-compressed or not) in "
         f"one of: {'; '.join(unique)}; or in any directory passed as data_dir= "
-        f"(--data-dir on the command line). Set {ENV_VAR} to choose the data root, "
-        "or call load_mnist(download=True) to fetch them."
+        f"(--data-dir on the command line). Set {ENV_VAR} to choose the data root{fetch}."
     )
 
 
@@ -360,7 +365,9 @@ def download_mnist(
     try:
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise DataError(f"cannot create {dest}: {exc}. " + _where_to_put()) from exc
+        raise DataError(
+            f"cannot create {dest}: {exc}. " + _where_to_put(offer_download=False)
+        ) from exc
     missing = []
     for name in MNIST_FILES:  # check what is there before fetching anything
         present = _resolve(dest, name)
@@ -371,6 +378,10 @@ def download_mnist(
     for name in missing:
         urls = [base.rstrip("/") + "/" + name for base in bases]
         download_verified(
-            urls, dest / name, MNIST_SHA256[name], timeout=timeout, hint=_where_to_put([dest])
+            urls,
+            dest / name,
+            MNIST_SHA256[name],
+            timeout=timeout,
+            hint=_where_to_put([dest], offer_download=False),
         )
     return dest
