@@ -4,6 +4,10 @@ each pitfall the lab warns about has a test that would catch it."""
 from __future__ import annotations
 
 import ast
+import glob
+import os
+import shutil
+import subprocess
 import warnings
 from pathlib import Path
 
@@ -144,6 +148,116 @@ def test_raw_pixel_values_are_scaled() -> None:
     net = NeuralNetwork()
     x, _ = _batch()
     np.testing.assert_allclose(net.forward(x * 255), net.forward(x), rtol=1e-5, atol=1e-7)
+
+
+def test_integer_pixels_are_scaled_even_when_faint() -> None:
+    net = NeuralNetwork()
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, size=(16, 784)).astype(np.uint8)
+    faint = rng.integers(0, 2, size=(16, 784)).astype(np.uint8)  # a dark batch: max 1
+    for x in (pixels, faint):
+        np.testing.assert_allclose(net.forward(x), net.forward(x / 255.0), rtol=1e-5, atol=1e-7)
+
+
+def test_standardised_input_is_not_mistaken_for_pixels() -> None:
+    """(x/255 - 0.1307) / 0.3081 reaches 2.8 but has negative background: never rescaled."""
+    d = load_mnist()
+    x01 = d.x_train[:3000].reshape(3000, -1) / np.float32(255)
+    x_test01 = d.x_test[:1000].reshape(1000, -1) / np.float32(255)
+    mean, std = np.float32(0.1307), np.float32(0.3081)
+    accuracy = {}
+    for name, (x, x_test) in {
+        "unit": (x01, x_test01),
+        "standardised": ((x01 - mean) / std, (x_test01 - mean) / std),
+    }.items():
+        net = NeuralNetwork()
+        rng = np.random.default_rng(0)
+        for _ in range(2):
+            order = rng.permutation(3000)
+            for s in range(0, 3000, 64):
+                net.train_step(x[order[s : s + 64]], d.y_train[order[s : s + 64]])
+        accuracy[name] = np.mean(net.predict(x_test) == d.y_test[:1000])
+    assert accuracy["unit"] > 0.86
+    assert accuracy["standardised"] > accuracy["unit"] - 0.02, accuracy
+
+
+def test_one_hot_labels_give_the_same_step() -> None:
+    x, y = _batch()
+    a, b = NeuralNetwork(), NeuralNetwork()
+    loss_a = a.train_step(x, y)
+    loss_b = b.train_step(x, np.eye(10)[y])
+    assert loss_a == loss_b
+    np.testing.assert_array_equal(a.W1, b.W1)
+    np.testing.assert_array_equal(a.b2, b.b2)
+
+
+@pytest.mark.parametrize("bad", [10, -1])
+def test_labels_out_of_range_are_a_clear_error(bad: int) -> None:
+    net = NeuralNetwork()
+    x, y = _batch()
+    y[3] = bad
+    with pytest.raises(ValueError, match=rf"labels must be in 0\.\.9, got {bad}"):
+        net.train_step(x, y)
+
+
+def test_the_lab_file_parses_as_python_38() -> None:
+    """The lab's editor may run an older Python: no 3.9+ syntax, no zip(strict=...)."""
+    tree = ast.parse(Path(handgrad.lab.__file__).read_text(), feature_version=(3, 8))
+    strict = [
+        node.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and any(k.arg == "strict" for k in node.keywords)
+    ]
+    assert strict == [], f"strict= (Python 3.10+) on lines {strict}"
+
+
+def _old_pythons() -> list[str]:
+    """Interpreters older than 3.10 on this machine (pyenv builds, python3.8/3.9 on PATH)."""
+    candidates = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.[89].*/bin/python")))
+    candidates += glob.glob("/root/.pyenv/versions/3.9.18/bin/python")
+    candidates += [p for p in (shutil.which("python3.8"), shutil.which("python3.9")) if p]
+    found: list[str] = []
+    for exe in dict.fromkeys(candidates):
+        check = "import sys; sys.exit(0 if sys.version_info < (3, 10) else 1)"
+        try:
+            ok = subprocess.run([exe, "-c", check], capture_output=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if ok.returncode == 0:
+            found.append(exe)
+    return found
+
+
+def test_the_lab_file_runs_on_older_pythons() -> None:
+    pythons = _old_pythons()
+    if not pythons:
+        pytest.skip("no Python 3.8/3.9 on this machine")
+    path = handgrad.lab.__file__
+    with_numpy = []
+    for exe in pythons:
+        compiled = subprocess.run(
+            [exe, "-c", "import sys; compile(open(sys.argv[1]).read(), sys.argv[1], 'exec')", path],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert compiled.returncode == 0, f"{exe}: {compiled.stderr}"
+        if subprocess.run([exe, "-c", "import numpy"], capture_output=True).returncode == 0:
+            with_numpy.append(exe)
+    if not with_numpy:
+        pytest.skip(f"compiled with {', '.join(pythons)}; none has NumPy to train a step")
+    script = (
+        "import sys, runpy, numpy as np\n"
+        "net = runpy.run_path(sys.argv[1])['NeuralNetwork']()\n"
+        "rng = np.random.default_rng(0)\n"
+        "x, y = rng.random((8, 784)), rng.integers(0, 10, size=8)\n"
+        "losses = [net.train_step(x, y) for _ in range(3)]\n"
+        "assert losses[2] < losses[0], losses\n"
+        "assert net.predict(x).shape == (8,)\n"
+    )
+    for exe in with_numpy:
+        ran = subprocess.run([exe, "-c", script, path], capture_output=True, text=True, timeout=120)
+        assert ran.returncode == 0, f"{exe}: {ran.stderr}"
 
 
 def test_the_lab_file_imports_only_numpy() -> None:

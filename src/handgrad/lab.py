@@ -1,7 +1,14 @@
 """MNIST from scratch: a 784 -> 128 (ReLU) -> 10 (softmax) network in NumPy alone.
 
 A single file for the "NumPy only" lab: paste it into the lab's editor as it is
-(``handgrad lab export`` writes it out). It imports nothing but NumPy.
+(``handgrad lab export`` writes it out). It imports nothing but NumPy and runs on
+Python 3.8 and later.
+
+Inputs: ``X`` is ``(N, 784)`` (or ``(N, 28, 28)``). Integer arrays, and float arrays
+that are non-negative with values above 1.5, are taken as 0-255 pixels and scaled
+to [0, 1]; anything else (pixels in [0, 1], standardised pixels with their
+negative background) is used as it is. Labels ``y`` are class indices ``(N,)`` in
+0..9, or one-hot rows ``(N, 10)``.
 
 Forward::
 
@@ -70,6 +77,10 @@ class NeuralNetwork:
         self.b2 = np.zeros(output_size, dtype=self.dtype)
         self._m = [np.zeros_like(p) for p in self._params()]
         self._v = [np.zeros_like(p) for p in self._params()]
+        # Scratch space for the update: fresh 400 KB temporaries on every step cost
+        # more than the arithmetic (the allocator maps and unmaps them each time).
+        # The step is worked out in float64, as NumPy does for a float64 step size.
+        self._scratch = [(np.empty_like(p), np.empty(p.shape)) for p in self._params()]
         self._t = 0
         self._cache = None
 
@@ -77,16 +88,43 @@ class NeuralNetwork:
         return [self.W1, self.b1, self.W2, self.b2]
 
     def _prepare(self, X):
-        """``(N, input_size)`` in the model's dtype; 0-255 pixel values are scaled to [0, 1]."""
+        """``(N, input_size)`` in the model's dtype; 0-255 pixel values are scaled to [0, 1].
+
+        Pixels are recognised by an integer dtype, or by being non-negative with a
+        maximum above 1.5: standardised data, ``(x - mean) / std``, also exceeds 1.5
+        but always has negative values (the background), and is left alone.
+        """
         X = np.asarray(X)
         if X.ndim != 2 or X.shape[1] != self.input_size:
             X = X.reshape(len(X), -1)
         if X.shape[1] != self.input_size:
             raise ValueError(f"expected X of shape (N, {self.input_size}), got {np.shape(X)}")
+        pixels = np.issubdtype(X.dtype, np.integer) or (
+            X.size > 0 and X.max() > 1.5 and X.min() >= 0
+        )
         X = X.astype(self.dtype, copy=False)
-        if X.size and X.max() > 1.5:
+        if pixels:
             X = X * self.dtype(1.0 / 255.0)
         return X
+
+    def _labels(self, y, n):
+        """Class indices ``(n,)`` int64 from indices or one-hot rows ``(n, output_size)``."""
+        y = np.asarray(y)
+        if y.ndim == 2 and y.shape == (n, self.output_size) and self.output_size > 1:
+            y = y.argmax(axis=1)  # one-hot rows
+        y = y.reshape(-1)
+        if len(y) != n:
+            raise ValueError(f"expected {n} labels, one per row of X; got y of shape {np.shape(y)}")
+        if y.dtype.kind == "f" and not np.array_equal(y, np.round(y)):
+            raise ValueError(f"labels must be whole class indices 0..{self.output_size - 1}")
+        y = y.astype(np.int64)
+        bad = (y < 0) | (y >= self.output_size)
+        if bad.any():
+            raise ValueError(
+                f"labels must be in 0..{self.output_size - 1}, got {y[bad][0]} "
+                f"at index {int(np.flatnonzero(bad)[0])}"
+            )
+        return y
 
     def _hidden(self, X):
         H = X @ self.W1
@@ -107,7 +145,7 @@ class NeuralNetwork:
 
     def gradients(self, X, y, probs):
         """Return ``(loss, [dW1, db1, dW2, db2])`` without changing the weights."""
-        y = np.asarray(y).astype(np.int64).reshape(-1)
+        y = self._labels(y, len(probs))
         cache = self._cache
         if cache is not None and cache[0] is X and len(cache[2]) == len(y):
             _, Xf, A, logp = cache
@@ -130,18 +168,29 @@ class NeuralNetwork:
         return float(loss), [dW1, db1, dW2, db2]
 
     def backward(self, X, y, probs):
-        """Cross-entropy loss of ``probs`` for labels ``y``; updates W1, b1, W2, b2."""
+        """Cross-entropy loss of ``probs`` for labels ``y``; updates W1, b1, W2, b2.
+
+        ``y``: class indices ``(N,)``, or one-hot rows ``(N, 10)``.
+        """
         loss, grads = self.gradients(X, y, probs)
         self._t += 1
         t = self._t
         step = self.lr * self.step_scale / (1.0 + t / self.decay_steps)
         step *= np.sqrt(1.0 - self.beta2**t) / (1.0 - self.beta1**t)  # bias corrections
-        for p, g, m, v in zip(self._params(), grads, self._m, self._v, strict=True):
+        # four lists of four: no strict= (Python 3.10+), the lab file runs on 3.8
+        for p, g, m, v, (s, u) in zip(  # noqa: B905
+            self._params(), grads, self._m, self._v, self._scratch
+        ):
             m *= self.beta1
-            m += (1.0 - self.beta1) * g
+            m += np.multiply(g, 1.0 - self.beta1, out=s)  # m = b1 m + (1 - b1) g
             v *= self.beta2
-            v += (1.0 - self.beta2) * (g * g)
-            p -= (step * m / (np.sqrt(v) + self.eps)).astype(self.dtype)
+            np.multiply(g, g, out=s)
+            v += np.multiply(s, 1.0 - self.beta2, out=s)  # v = b2 v + (1 - b2) g^2
+            np.sqrt(v, out=s)
+            s += self.eps
+            np.divide(np.multiply(m, step, out=u), s, out=u)  # step m / (sqrt(v) + eps)
+            s[...] = u  # rounded to the weights' dtype before the update
+            p -= s
         return loss
 
     def train_step(self, X, y):
