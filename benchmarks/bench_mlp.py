@@ -188,6 +188,7 @@ def main() -> int:
                 f"{med:.3f} s",
                 f"{min(ts):.3f} s",
                 f"{max(ts):.3f} s",
+                f"{sum(ts):.2f} s",
                 f"{med / base:.2f}x",
                 acc,
             )
@@ -197,7 +198,15 @@ def main() -> int:
         f"{len(x):,} images, {ARGS.rounds} epochs each, {ARGS.threads} BLAS threads, "
         f"contenders alternating; {_versions()}"
     )
-    head = ("contender", "median epoch", "fastest", "slowest", "vs handgrad", "test accuracy")
+    head = (
+        "contender",
+        "median epoch",
+        "fastest",
+        "slowest",
+        "all epochs",
+        "vs handgrad",
+        "test accuracy",
+    )
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     for row in [head, *rows]:
         print(
