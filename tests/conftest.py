@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 import pytest
 
@@ -14,3 +18,13 @@ TOLERANCES: dict[type, dict[str, float]] = {
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+@contextmanager
+def umask(mask: int) -> Iterator[None]:
+    """Run the block with the process umask set to ``mask``."""
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)

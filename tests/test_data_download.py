@@ -17,7 +17,8 @@ import pytest
 from handgrad.data import DataError, download_mnist, find_mnist, load_mnist, payload_sha256
 from handgrad.data import mnist as mnist_mod
 from handgrad.data.mnist import MNIST_FILES
-from tests.test_data_idx import umask, write_fake_mnist
+from tests.conftest import umask
+from tests.test_data_idx import write_fake_mnist
 
 
 class FakeMirrors:

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import gzip
-import os
 import tracemalloc
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -15,19 +12,11 @@ import pytest
 from handgrad.data import DataError, load_idx_dataset, load_mnist, read_idx, write_idx
 from handgrad.data.idx import write_atomic
 from handgrad.data.mnist import MNIST_FILES
+from tests.conftest import umask
 
 
 def _header(code: int, dims: tuple[int, ...]) -> bytes:
     return bytes([0, 0, code, len(dims)]) + np.asarray(dims, dtype=">u4").tobytes()
-
-
-@contextmanager
-def umask(mask: int) -> Iterator[None]:
-    old = os.umask(mask)
-    try:
-        yield
-    finally:
-        os.umask(old)
 
 
 @pytest.mark.parametrize("suffix", ["", ".gz"])

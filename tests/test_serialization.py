@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ from handgrad.nn.layers import Linear
 from handgrad.nn.module import Sequential
 from handgrad.recipes import build_mlp
 from handgrad.serialization import ModelFileError, load, load_metadata, load_state, save
+from tests.conftest import umask
 
 
 def _model(dtype: type = np.float32) -> Sequential:
@@ -46,15 +45,6 @@ def test_round_trip_gives_an_equal_model(tmp_path: Path, dtype: type) -> None:
         assert k1 == k2
         np.testing.assert_array_equal(v1, v2)
     assert load_metadata(path) == {"accuracy": 0.5}
-
-
-@contextmanager
-def umask(mask: int) -> Iterator[None]:
-    old = os.umask(mask)
-    try:
-        yield
-    finally:
-        os.umask(old)
 
 
 @pytest.mark.parametrize("mask", [0o022, 0o077, 0o002], ids=oct)

@@ -17,7 +17,7 @@ from handgrad.nn.module import Sequential
 from handgrad.optim import SGD, Adam
 from handgrad.recipes import build_mlp
 from handgrad.serialization import load
-from handgrad.train import evaluate, fit, predict, predict_proba
+from handgrad.train import History, evaluate, fit, predict, predict_proba
 
 
 def _moons(n: int = 400, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -245,22 +245,32 @@ class _Slow(Callback):
         time.sleep(0.01)
 
 
-def test_time_limit_stops_inside_the_limit() -> None:
-    x, y = _moons(400)
-    model = build_mlp(2, [8], 2, rng=0)
-
+def _timed_fit(
+    x: np.ndarray,
+    y: np.ndarray,
+    callbacks: list[Callback],
+    val: tuple[np.ndarray, np.ndarray] | None = None,
+    hidden: int = 8,
+) -> tuple[History, float]:
+    """Train for (far) more epochs than the limit allows: ``(history, seconds taken)``."""
+    model = build_mlp(2, [hidden, hidden], 2, rng=0)
     start = time.perf_counter()
     history = fit(
         model,
         CrossEntropyLoss(),
         Adam(model.parameters()),
         (x, y),
-        epochs=100,
+        val=val,
+        epochs=1000,
         batch_size=8,
         rng=0,
-        callbacks=[_Slow(), TimeLimit(0.5)],
+        callbacks=callbacks,
     )
-    elapsed = time.perf_counter() - start
+    return history, time.perf_counter() - start
+
+
+def test_time_limit_stops_inside_the_limit() -> None:
+    history, elapsed = _timed_fit(*_moons(400), [_Slow(), TimeLimit(0.5)])
     assert elapsed < 0.5
     assert str(history.stop_reason).startswith("time limit")
     assert history.epochs >= 1
@@ -270,42 +280,17 @@ def test_time_limit_leaves_room_for_the_first_validation() -> None:
     # One epoch of 50 batches (about 0.5 s) and a validation set 40x the
     # training set: the first validation, not yet timed, must be budgeted for.
     x, y = _moons(400)
-    x_val, y_val = np.tile(x, (40, 1)), np.tile(y, 40)
-    model = build_mlp(2, [256, 256], 2, rng=0)
-
-    start = time.perf_counter()
-    history = fit(
-        model,
-        CrossEntropyLoss(),
-        Adam(model.parameters()),
-        (x, y),
-        val=(x_val, y_val),
-        epochs=100,
-        batch_size=8,
-        rng=0,
-        callbacks=[_Slow(), TimeLimit(0.6)],
-    )
-    assert time.perf_counter() - start < 0.6
+    val = (np.tile(x, (40, 1)), np.tile(y, 40))
+    history, elapsed = _timed_fit(x, y, [_Slow(), TimeLimit(0.6)], val=val, hidden=256)
+    assert elapsed < 0.6
     assert str(history.stop_reason).startswith("time limit")
     assert len(history["val_loss"]) == history.epochs >= 1
 
 
 def test_time_limit_counts_from_a_given_start_and_keeps_a_margin() -> None:
-    x, y = _moons(64)
-    model = build_mlp(2, [4], 2, rng=0)
     before = time.perf_counter() - 0.3  # as if the program had started 0.3 s ago
-    start = time.perf_counter()
-    history = fit(
-        model,
-        CrossEntropyLoss(),
-        Adam(model.parameters()),
-        (x, y),
-        epochs=1000,
-        batch_size=8,
-        rng=0,
-        callbacks=[TimeLimit(0.6, margin=0.1, start=before)],
-    )
-    assert time.perf_counter() - start < 0.2  # 0.6 - 0.3 already gone - 0.1 margin
+    history, elapsed = _timed_fit(*_moons(64), [TimeLimit(0.6, margin=0.1, start=before)])
+    assert elapsed < 0.2  # 0.6 - 0.3 already gone - 0.1 margin
     assert str(history.stop_reason).startswith("time limit")
     with pytest.raises(ValueError, match="positive number of seconds"):
         TimeLimit(float("nan"))
