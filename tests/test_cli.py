@@ -127,11 +127,22 @@ def test_kaggle_writes_a_submission(tmp_path: Path) -> None:
             str(sub),
             "--no-save",
             "--quiet",
+            "--plots",
+            str(tmp_path / "plots"),
         ]
     )
     assert code == 0
     lines = sub.read_text().splitlines()
     assert lines[0] == "ImageId,Label" and len(lines) == 51 and lines[1].startswith("1,")
+    # no labels in the test CSV: the confusion matrix and mistakes are the validation set's
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [
+        "confusion_matrix.png",
+        "first_layer_weights.png",
+        "predictions.png",
+        "training_curves.png",
+    ]
+    argv = ["kaggle", str(tmp_path / "train.csv"), str(tmp_path / "test.csv"), "--plots", "p"]
+    assert main([*argv, "--val-fraction", "0"]) == 2
 
 
 @pytest.mark.parametrize(

@@ -362,6 +362,8 @@ def cmd_kaggle(args: argparse.Namespace) -> int:
 
     check_outputs(args)
     check_output_file(args.submission, "--submission")
+    if args.plots is not None and args.val_fraction <= 0:
+        raise CommandError("--plots needs held-out labelled data here: set --val-fraction above 0")
     x, y = load_kaggle_csv(args.train_csv)
     if y is None:
         raise CommandError(f"{args.train_csv}: has no label column (is it the test file?)")
@@ -384,5 +386,11 @@ def cmd_kaggle(args: argparse.Namespace) -> int:
     write_kaggle_submission(args.submission, labels)
     if not args.no_save:
         save(model, args.output)
+    if args.plots is not None and val is not None:
+        # The test CSV has no labels: the mistakes shown are the validation set's.
+        x_val, y_val = val
+        for path in _write_plots(args.plots, model, history, x_val, y_val, predict(model, x_val)):
+            if not args.quiet:
+                print(f"plot: {path}")
     print(f"wrote {len(labels)} predictions to {args.submission}")
     return 1 if diverged(history) else 0
