@@ -93,24 +93,25 @@ def features(n: int, shape: tuple[int, ...] | None = None) -> str:
     return f"{n} input features{images}"
 
 
-def output_classes(model: Any) -> int | None:
-    """The output width of the model's last ``Linear`` layer (its number of classes)."""
+def linear_layers(model: Any) -> list[Any]:
+    """The model's ``Linear`` layers, in order: the first sees the data, the last gives
+    the class scores."""
     from handgrad.nn.layers import Linear
 
-    last = None
-    for module in model.modules():
-        if isinstance(module, Linear):
-            last = module
-    return None if last is None else last.out_features
+    return [m for m in model.modules() if isinstance(m, Linear)]
+
+
+def output_classes(model: Any) -> int | None:
+    """The output width of the model's last ``Linear`` layer (its number of classes)."""
+    layers = linear_layers(model)
+    return layers[-1].out_features if layers else None
 
 
 def check_input_size(model: Any, shape: tuple[int, ...], what: str) -> None:
     """One clear line instead of a shape error deep in ``Linear.forward``."""
-    from handgrad.nn.layers import Linear
-
-    first = next((m for m in model.modules() if isinstance(m, Linear)), None)
+    layers = linear_layers(model)
     n = int(np.prod(shape))
-    if first is not None and first.in_features != n:
+    if layers and layers[0].in_features != n:
         raise CommandError(
-            f"the model expects {features(first.in_features)}, {what} {features(n, shape)}"
+            f"the model expects {features(layers[0].in_features)}, {what} {features(n, shape)}"
         )

@@ -25,6 +25,7 @@ from handgrad.cli._common import (
     CommandError,
     check_output_file,
     check_outputs,
+    linear_layers,
     load_mnist_for,
     peak_memory_mb,
 )
@@ -191,24 +192,13 @@ def diverged(history: Any) -> bool:
 
 
 def _fit_quietly(*fit_args: Any, **fit_kwargs: Any) -> Any:
-    """``fit``, with its non-finite-loss warning and NumPy's overflow noise left to the caller.
-
-    The warnings of a run that diverged are dropped (the caller prints one line from
-    ``history.stop_reason``); any other warning is shown once, as usual.
-    """
+    """``fit`` without its non-finite-loss warning: the caller prints ``history.stop_reason``
+    as one line. (``fit`` already keeps NumPy's overflow noise inside the step.)"""
     from handgrad.train import fit
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        history = fit(*fit_args, **fit_kwargs)
-    shown = set()
-    for w in caught:
-        key = (w.category, str(w.message), w.filename, w.lineno)
-        if key in shown or (diverged(history) and issubclass(w.category, RuntimeWarning)):
-            continue
-        shown.add(key)
-        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
-    return history
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="non-finite ", category=RuntimeWarning)
+        return fit(*fit_args, **fit_kwargs)
 
 
 def _train(
@@ -291,7 +281,6 @@ def _write_plots(
 ) -> list[Path]:
     from handgrad import plots
     from handgrad.metrics import confusion_matrix
-    from handgrad.nn.layers import Linear
 
     written = [plots.plot_history(history.history, directory / "training_curves.png")]
     cm = confusion_matrix(y_test, y_pred, num_classes=int(max(y_test.max(), y_pred.max())) + 1)
@@ -304,7 +293,7 @@ def _write_plots(
             x_test[pick], y_test[pick], y_pred[pick], directory / "predictions.png"
         )
     )
-    first = next((m for m in model.modules() if isinstance(m, Linear)), None)
+    first = next(iter(linear_layers(model)), None)
     if first is not None and first.in_features == 784:
         written.append(
             plots.plot_first_layer(first.weight.data, directory / "first_layer_weights.png")
