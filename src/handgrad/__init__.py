@@ -2,11 +2,13 @@
 
 >>> import numpy as np
 >>> from handgrad import nn, optim
+from handgrad._parallel import get_num_threads, set_num_threads
 >>> model = nn.Sequential(nn.Linear(784, 128, rng=0), nn.ReLU(), nn.Linear(128, 10, rng=1))
 >>> optimizer = optim.Adam(model.parameters(), lr=1e-3)
 """
 
 from handgrad import nn, optim
+from handgrad._parallel import get_num_threads, set_num_threads
 from handgrad.gradcheck import gradcheck, gradcheck_loss
 from handgrad.serialization import load, load_state, save
 
@@ -14,6 +16,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "__version__",
+    "get_num_threads",
     "gradcheck",
     "gradcheck_loss",
     "load",
@@ -21,4 +24,5 @@ __all__ = [
     "nn",
     "optim",
     "save",
+    "set_num_threads",
 ]

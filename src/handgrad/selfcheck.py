@@ -13,10 +13,12 @@ import numpy as np
 from handgrad.gradcheck import gradcheck, gradcheck_loss
 from handgrad.nn import activations as act
 from handgrad.nn import losses
-from handgrad.nn.layers import Dropout, Flatten, Identity, Linear
+from handgrad.nn.conv import Conv2d
+from handgrad.nn.layers import Dropout, Dropout2d, Flatten, Identity, Linear
 from handgrad.nn.loss import Loss
 from handgrad.nn.module import Module, Sequential
-from handgrad.nn.normalization import BatchNorm1d, LayerNorm
+from handgrad.nn.normalization import BatchNorm1d, BatchNorm2d, LayerNorm
+from handgrad.nn.pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 
 F64 = np.float64
 
@@ -37,6 +39,22 @@ def _module_cases() -> list[tuple[str, Callable[[np.random.Generator], Module], 
             ),
             (4, 5),
         ),
+        (
+            "Conv2d (3x3, padding 1)",
+            lambda r: Conv2d(3, 4, 3, padding=1, rng=r, dtype=F64),
+            (2, 3, 5, 6),
+        ),
+        (
+            "Conv2d (stride 2, dilation 2, groups 2)",
+            lambda r: Conv2d(4, 6, (3, 2), stride=2, dilation=2, groups=2, rng=r, dtype=F64),
+            (2, 4, 9, 7),
+        ),
+        ("MaxPool2d (2x2)", lambda r: MaxPool2d(2), (2, 3, 6, 6)),
+        ("MaxPool2d (3x3, stride 2, padding 1)", lambda r: MaxPool2d(3, 2, 1), (2, 3, 7, 6)),
+        ("AvgPool2d (3x3, stride 2, padding 1)", lambda r: AvgPool2d(3, 2, 1), (2, 3, 7, 6)),
+        ("AdaptiveAvgPool2d (1)", lambda r: AdaptiveAvgPool2d(1), (2, 3, 5, 4)),
+        ("BatchNorm2d (train)", lambda r: BatchNorm2d(3, dtype=F64), (4, 3, 3, 2)),
+        ("Dropout2d (eval)", lambda r: Dropout2d(0.3, rng=0).eval(), (2, 3, 4, 4)),
         ("Flatten", lambda r: Flatten(), (3, 2, 4)),
         ("Identity", lambda r: Identity(), (3, 4)),
         ("Dropout (eval)", lambda r: Dropout(0.3, rng=0).eval(), (6, 5)),

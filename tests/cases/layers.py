@@ -1,4 +1,4 @@
-"""Cases for Linear, Dropout, Flatten, Identity and Sequential."""
+"""Cases for Linear, Dropout, Dropout2d, Flatten, Unflatten, Identity and Sequential."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from handgrad.nn.layers import Dropout, Flatten, Identity, Linear
+from handgrad.nn.layers import Dropout, Dropout2d, Flatten, Identity, Linear, Unflatten
 from handgrad.nn.module import Module, Sequential
 from tests.cases import ModuleCase
 
@@ -37,6 +37,13 @@ def _torch_flatten(m: Module) -> Any:
     return torch.nn.Flatten()
 
 
+def _torch_unflatten(m: Module) -> Any:
+    import torch
+
+    assert isinstance(m, Unflatten)
+    return torch.nn.Unflatten(m.dim, m.unflattened_size)
+
+
 def _torch_identity(m: Module) -> Any:
     import torch
 
@@ -48,6 +55,13 @@ def _torch_dropout_eval(m: Module) -> Any:
 
     assert isinstance(m, Dropout)
     return torch.nn.Dropout(m.p).eval()
+
+
+def _torch_dropout2d_eval(m: Module) -> Any:
+    import torch
+
+    assert isinstance(m, Dropout2d)
+    return torch.nn.Dropout2d(m.p).eval()
 
 
 def _reseed_dropout(m: Module) -> None:
@@ -75,6 +89,10 @@ MODULE_CASES = [
     ModuleCase("Linear-nobias", _linear(6, 4, bias=False), _normal(5, 6), _torch_linear),
     ModuleCase("Linear-3d", _linear(3, 2), _normal(4, 5, 3), _torch_linear),
     ModuleCase("Flatten", lambda rng: Flatten(), _normal(3, 2, 4), _torch_flatten),
+    ModuleCase("Unflatten", lambda rng: Unflatten(1, (2, 1, 3)), _normal(4, 6), _torch_unflatten),
+    ModuleCase(
+        "Unflatten-last", lambda rng: Unflatten(-1, (2, 2)), _normal(3, 2, 4), _torch_unflatten
+    ),
     ModuleCase("Identity", lambda rng: Identity(), _normal(3, 4), _torch_identity),
     ModuleCase(
         "Dropout-train",
@@ -89,6 +107,21 @@ MODULE_CASES = [
         lambda rng: Dropout(0.3, rng=0),
         _normal(6, 5),
         _torch_dropout_eval,
+        train=False,
+    ),
+    ModuleCase(
+        "Dropout2d-train",
+        lambda rng: Dropout2d(0.4, rng=0),
+        _normal(4, 5, 3, 2),
+        no_torch="masks come from different generators; checked against the mask in tests",
+        before_forward=_reseed_dropout,
+        stochastic=True,
+    ),
+    ModuleCase(
+        "Dropout2d-eval",
+        lambda rng: Dropout2d(0.4, rng=0),
+        _normal(4, 5, 3, 2),
+        _torch_dropout2d_eval,
         train=False,
     ),
     ModuleCase("Sequential", _mlp, _normal(4, 5), _torch_mlp),

@@ -1,4 +1,4 @@
-"""Cases for BatchNorm1d and LayerNorm with non-trivial weights and running statistics."""
+"""Cases for BatchNorm1d, BatchNorm2d and LayerNorm with non-trivial weights and running stats."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from handgrad.nn.module import Module
-from handgrad.nn.normalization import BatchNorm1d, LayerNorm
+from handgrad.nn.normalization import BatchNorm1d, BatchNorm2d, LayerNorm
 from tests.cases import ModuleCase
 
 
@@ -27,6 +27,10 @@ def _bn(c: int, **kwargs: Any) -> Any:
     return lambda rng: _randomise(BatchNorm1d(c, dtype=np.float64, **kwargs), rng)
 
 
+def _bn2d(c: int, **kwargs: Any) -> Any:
+    return lambda rng: _randomise(BatchNorm2d(c, dtype=np.float64, **kwargs), rng)
+
+
 def _ln(shape: Any, **kwargs: Any) -> Any:
     return lambda rng: _randomise(LayerNorm(shape, dtype=np.float64, **kwargs), rng)
 
@@ -42,11 +46,12 @@ def _copy_into(m: Module, t: Any) -> Any:
     return t
 
 
-def _torch_bn(m: Module) -> Any:
+def torch_bn(m: Module) -> Any:
+    """The ``torch.nn`` batch norm of the same name (1d or 2d), same options and state."""
     import torch
 
     assert isinstance(m, BatchNorm1d)
-    t = torch.nn.BatchNorm1d(
+    t = getattr(torch.nn, type(m).__name__)(
         m.num_features,
         eps=m.eps,
         momentum=m.momentum,
@@ -76,17 +81,29 @@ def _normal(*shape: int) -> Any:
 
 
 MODULE_CASES = [
-    ModuleCase("BatchNorm1d-train", _bn(4), _normal(8, 4), _torch_bn),
-    ModuleCase("BatchNorm1d-train-3d", _bn(3), _normal(5, 3, 4), _torch_bn),
-    ModuleCase("BatchNorm1d-eval", _bn(4), _normal(8, 4), _torch_bn, train=False),
-    ModuleCase("BatchNorm1d-eval-3d", _bn(3), _normal(5, 3, 4), _torch_bn, train=False),
-    ModuleCase("BatchNorm1d-noaffine", _bn(4, affine=False), _normal(8, 4), _torch_bn),
-    ModuleCase("BatchNorm1d-cumulative", _bn(4, momentum=None), _normal(8, 4), _torch_bn),
+    ModuleCase("BatchNorm1d-train", _bn(4), _normal(8, 4), torch_bn),
+    ModuleCase("BatchNorm1d-train-3d", _bn(3), _normal(5, 3, 4), torch_bn),
+    ModuleCase("BatchNorm1d-eval", _bn(4), _normal(8, 4), torch_bn, train=False),
+    ModuleCase("BatchNorm1d-eval-3d", _bn(3), _normal(5, 3, 4), torch_bn, train=False),
+    ModuleCase("BatchNorm1d-noaffine", _bn(4, affine=False), _normal(8, 4), torch_bn),
+    ModuleCase("BatchNorm1d-cumulative", _bn(4, momentum=None), _normal(8, 4), torch_bn),
     ModuleCase(
         "BatchNorm1d-nostats-eval",
         _bn(4, track_running_stats=False),
         _normal(8, 4),
-        _torch_bn,
+        torch_bn,
+        train=False,
+    ),
+    ModuleCase("BatchNorm2d-train", _bn2d(3), _normal(2, 3, 4, 5), torch_bn),
+    ModuleCase("BatchNorm2d-train-batch1", _bn2d(2), _normal(1, 2, 3, 4), torch_bn),
+    ModuleCase("BatchNorm2d-eval", _bn2d(3), _normal(2, 3, 4, 5), torch_bn, train=False),
+    ModuleCase("BatchNorm2d-noaffine", _bn2d(3, affine=False), _normal(2, 3, 4, 5), torch_bn),
+    ModuleCase("BatchNorm2d-cumulative", _bn2d(3, momentum=None), _normal(2, 3, 4, 5), torch_bn),
+    ModuleCase(
+        "BatchNorm2d-nostats-eval",
+        _bn2d(3, track_running_stats=False),
+        _normal(2, 3, 4, 5),
+        torch_bn,
         train=False,
     ),
     ModuleCase("LayerNorm", _ln(6), _normal(4, 6), _torch_ln),

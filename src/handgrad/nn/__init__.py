@@ -13,7 +13,8 @@ from handgrad.nn.activations import (
     Softmax,
     Tanh,
 )
-from handgrad.nn.layers import Dropout, Flatten, Identity, Linear
+from handgrad.nn.conv import Conv2d
+from handgrad.nn.layers import Dropout, Dropout2d, Flatten, Identity, Linear, Unflatten
 from handgrad.nn.loss import Loss
 from handgrad.nn.losses import (
     BCEWithLogitsLoss,
@@ -26,18 +27,24 @@ from handgrad.nn.losses import (
     NLLLoss,
 )
 from handgrad.nn.module import Module, Sequential
-from handgrad.nn.normalization import BatchNorm1d, LayerNorm
+from handgrad.nn.normalization import BatchNorm1d, BatchNorm2d, LayerNorm
 from handgrad.nn.parameter import Parameter
+from handgrad.nn.pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 from handgrad.nn.utils import clip_grad_norm_, clip_grad_value_
 
 __all__ = [
     "ELU",
     "GELU",
     "SELU",
+    "AdaptiveAvgPool2d",
+    "AvgPool2d",
     "BCEWithLogitsLoss",
     "BatchNorm1d",
+    "BatchNorm2d",
+    "Conv2d",
     "CrossEntropyLoss",
     "Dropout",
+    "Dropout2d",
     "Flatten",
     "FocalLoss",
     "HuberLoss",
@@ -49,6 +56,7 @@ __all__ = [
     "LogSoftmax",
     "Loss",
     "MSELoss",
+    "MaxPool2d",
     "Module",
     "MultiMarginLoss",
     "NLLLoss",
@@ -59,6 +67,7 @@ __all__ = [
     "Sigmoid",
     "Softmax",
     "Tanh",
+    "Unflatten",
     "clip_grad_norm_",
     "clip_grad_value_",
     "functional",

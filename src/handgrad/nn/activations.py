@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from handgrad._parallel import elementwise
 from handgrad.nn import functional as F
 from handgrad.nn._validation import check_float_array, check_same_shape
 from handgrad.nn.module import Module
@@ -72,11 +73,12 @@ class ReLU(_Activation):
     """
 
     def _forward(self, x: np.ndarray) -> tuple[np.ndarray, Any]:
-        y = F.relu(x)
+        # big batches (a convolution's output) are split over handgrad's threads
+        y = elementwise(F.relu, x)
         return y, y
 
     def _backward(self, dout: np.ndarray, y: np.ndarray) -> np.ndarray:
-        return F.relu_backward(dout, y)
+        return elementwise(F.relu_backward, dout, y)
 
 
 class LeakyReLU(_Activation):

@@ -103,14 +103,14 @@ def erf(x: np.ndarray) -> np.ndarray:
 # -- piecewise linear -------------------------------------------------------------------
 
 
-def relu(x: np.ndarray) -> np.ndarray:
-    """``max(x, 0)``."""
-    return np.maximum(x, x.dtype.type(0))
+def relu(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``max(x, 0)`` (into ``out`` if given)."""
+    return np.maximum(x, x.dtype.type(0), out=out)
 
 
-def relu_backward(dout: np.ndarray, y: np.ndarray) -> np.ndarray:
+def relu_backward(dout: np.ndarray, y: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """``dout`` where the output is positive, else 0 (0 at the kink, as PyTorch)."""
-    return dout * (y > 0)
+    return np.multiply(dout, y > 0, out=out)
 
 
 def leaky_relu(x: np.ndarray, negative_slope: float = 0.01) -> np.ndarray:

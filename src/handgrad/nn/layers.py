@@ -1,4 +1,4 @@
-"""Basic layers: ``Linear``, ``Dropout``, ``Flatten``, ``Identity``.
+"""Basic layers: ``Linear``, ``Dropout``, ``Dropout2d``, ``Flatten``, ``Unflatten``, ``Identity``.
 
 Each layer pairs a pure ``*_forward`` / ``*_backward`` kernel with a thin module
 that keeps the forward cache.
@@ -14,6 +14,7 @@ import numpy as np
 
 from handgrad._random import as_generator
 from handgrad.nn import init as initialisers
+from handgrad.nn._spatial import check_4d
 from handgrad.nn._validation import check_features, check_float_array, check_same_shape
 from handgrad.nn.module import Module
 from handgrad.nn.parameter import Parameter
@@ -194,6 +195,29 @@ class Dropout(Module):
         return f"p={self.p}"
 
 
+class Dropout2d(Dropout):
+    """Channel dropout: zero whole feature maps with probability ``p`` and scale the
+    rest by ``1 / (1 - p)`` in training; the identity in evaluation mode.
+
+    Neighbouring pixels of a feature map are strongly correlated, so dropping
+    single pixels (``Dropout``) hardly regularises a convolutional layer;
+    dropping a whole channel does.
+
+    Shape
+    -----
+    ``(N, C, H, W) -> same`` (one mask entry per sample and channel)
+    """
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        check_4d(x, "Dropout2d.forward")
+        self._shape = x.shape
+        if not self.training or self.p == 0.0:
+            self._mask = None
+            return x
+        self._mask = dropout_mask((*x.shape[:2], 1, 1), self.p, self.rng, x.dtype)  # (N, C, 1, 1)
+        return x * self._mask
+
+
 class Flatten(Module):
     """Flatten all axes after the batch axis (``start_dim=1``).
 
@@ -217,6 +241,48 @@ class Flatten(Module):
         shape = self._cached(self._shape)
         check_same_shape(dout, (shape[0], math.prod(shape[1:])), "Flatten.backward")
         return dout.reshape(shape)
+
+
+class Unflatten(Module):
+    """Split axis ``dim`` into ``unflattened_size`` (PyTorch's ``nn.Unflatten``).
+
+    ``Sequential(Flatten(), Unflatten(1, (1, 28, 28)), Conv2d(1, ...))`` takes MNIST
+    as ``(N, 28, 28)`` or ``(N, 784)`` and gives the convolution its ``(N, 1, 28, 28)``.
+
+    Shape
+    -----
+    ``(N, ..., prod(unflattened_size), ...) -> (N, ..., *unflattened_size, ...)``
+    """
+
+    def __init__(self, dim: int, unflattened_size: tuple[int, ...]) -> None:
+        super().__init__()
+        sizes = tuple(unflattened_size)
+        if not sizes or not all(isinstance(s, (int, np.integer)) and s >= 1 for s in sizes):
+            raise ValueError(f"Unflatten needs a tuple of positive sizes, got {unflattened_size!r}")
+        self.dim = int(dim)
+        self.unflattened_size = tuple(int(s) for s in sizes)
+        self._shape: tuple[int, ...] | None = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        check_float_array(x, "Unflatten.forward")
+        dim = self.dim if self.dim >= 0 else x.ndim + self.dim
+        if not 0 <= dim < x.ndim or x.shape[dim] != math.prod(self.unflattened_size):
+            raise ValueError(
+                f"Unflatten({self.dim}, {self.unflattened_size}) needs axis {self.dim} of size "
+                f"{math.prod(self.unflattened_size)}, got input of shape {x.shape}"
+            )
+        self._shape = x.shape
+        out = x.reshape(*x.shape[:dim], *self.unflattened_size, *x.shape[dim + 1 :])
+        self._out_shape = out.shape
+        return out
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        shape = self._cached(self._shape)
+        check_same_shape(dout, self._out_shape, "Unflatten.backward")
+        return dout.reshape(shape)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, unflattened_size={self.unflattened_size}"
 
 
 class Identity(Module):

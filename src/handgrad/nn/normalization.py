@@ -1,4 +1,4 @@
-"""Normalisation layers: ``BatchNorm1d`` and ``LayerNorm``.
+"""Normalisation layers: ``BatchNorm1d``, ``BatchNorm2d`` and ``LayerNorm``.
 
 Both normalise ``xhat = (x - mean) / sqrt(var + eps)`` (biased variance) and
 apply a learned affine map ``y = weight * xhat + bias``. Their backward passes
@@ -15,6 +15,7 @@ import math
 
 import numpy as np
 
+from handgrad.nn._spatial import check_4d, to_nchw, to_nhwc
 from handgrad.nn._validation import check_float_array, check_same_shape
 from handgrad.nn.module import Module
 from handgrad.nn.parameter import Parameter
@@ -81,10 +82,11 @@ class BatchNorm1d(Module):
         dtype: np.dtype | type = np.float32,
     ) -> None:
         super().__init__()
+        name = type(self).__name__
         if int(num_features) <= 0:
-            raise ValueError(f"BatchNorm1d needs num_features > 0, got {num_features}")
+            raise ValueError(f"{name} needs num_features > 0, got {num_features}")
         if momentum is not None and not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"BatchNorm1d momentum must be in [0, 1] or None, got {momentum}")
+            raise ValueError(f"{name} momentum must be in [0, 1] or None, got {momentum}")
         self.num_features = int(num_features)
         self.eps = float(eps)
         self.momentum = momentum
@@ -117,8 +119,8 @@ class BatchNorm1d(Module):
             m = math.prod(x.shape[a] for a in axes)
             if m <= 1:
                 raise ValueError(
-                    f"BatchNorm1d: expected more than 1 value per channel when training, "
-                    f"got input of shape {x.shape}"
+                    f"{type(self).__name__}: expected more than 1 value per channel when "
+                    f"training, got input of shape {self._input_shape(x)}"
                 )
             xhat, mean, var, inv_std = normalize_forward(x, axes, self.eps)
             if self.training and self.track_running_stats:
@@ -132,6 +134,9 @@ class BatchNorm1d(Module):
         if self.weight is None or self.bias is None:
             return xhat
         return xhat * self.weight.data.reshape(bshape) + self.bias.data.reshape(bshape)
+
+    def _input_shape(self, x: np.ndarray) -> tuple[int, ...]:
+        return x.shape
 
     def _update_running(self, mean: np.ndarray, unbiased_var: np.ndarray) -> None:
         self._buffers["num_batches_tracked"] = self._buffers["num_batches_tracked"] + 1
@@ -161,6 +166,36 @@ class BatchNorm1d(Module):
             f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
             f"affine={self.affine}, track_running_stats={self.track_running_stats}"
         )
+
+
+class BatchNorm2d(BatchNorm1d):
+    """Batch normalisation of images: per channel, over the batch and both spatial axes.
+
+    The same statistics, running averages, parameters and options as
+    :class:`BatchNorm1d`; the ``(N, C, H, W)`` batch is seen as ``N*H*W`` samples
+    of ``C`` features (channels-last, so no copy after a convolution).
+
+    Shape
+    -----
+    ``(N, C, H, W) -> (N, C, H, W)``
+    """
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        check_4d(x, "BatchNorm2d.forward", self.num_features)
+        self._shape4 = x.shape
+        n, c, h, w = x.shape
+        y = super().forward(to_nhwc(x).reshape(n * h * w, c))  # (N*H*W, C)
+        return to_nchw(y.reshape(n, h, w, c))
+
+    def _input_shape(self, x: np.ndarray) -> tuple[int, ...]:
+        return self.__dict__.get("_shape4", x.shape)
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        self._cached(self._cache)
+        check_same_shape(dout, self._shape4, "BatchNorm2d.backward")
+        n, c, h, w = self._shape4
+        dx = super().backward(to_nhwc(dout).reshape(n * h * w, c))  # (N*H*W, C)
+        return to_nchw(dx.reshape(n, h, w, c))
 
 
 class LayerNorm(Module):

@@ -1,0 +1,101 @@
+"""Batch-parallel kernels: split a batch into fixed chunks of images, run them on threads.
+
+NumPy runs one operation on one core, and BLAS threads only help the matrix
+products, so the convolution, pooling and ReLU kernels split their batch into
+chunks of :data:`CHUNK` images and hand the chunks to a small thread pool (NumPy
+and BLAS release the GIL while they work). Three things follow from the design:
+
+- The chunks do not depend on the thread count, and every sum over the batch
+  (a weight gradient) adds the chunks' partial sums in chunk order, so the
+  results are the same, bit for bit, on 1 thread or on 8.
+- Each chunk is small enough for its im2col rows to stay in cache between the
+  copy that makes them and the product that reads them.
+- BLAS should run one thread per call while the pool runs several (the command
+  line sets it so), or the two kinds of threads fight over the cores.
+
+``set_num_threads(n)`` sets the pool's size (1 by default: no threads at all).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
+from typing import TypeVar
+
+import numpy as np
+
+T = TypeVar("T")
+
+CHUNK = 32  # images per task: chosen by benchmarks/bench_cnn.py --chunks (see docs/cnn.md)
+
+_lock = threading.Lock()
+_threads = 1
+_pool: ThreadPoolExecutor | None = None
+
+
+def get_num_threads() -> int:
+    """Threads the batch-parallel kernels use."""
+    return _threads
+
+
+def set_num_threads(n: int) -> None:
+    """Use ``n`` threads in the batch-parallel kernels (1: run everything inline)."""
+    global _threads, _pool
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"the number of threads must be a positive int, got {n!r}")
+    with _lock:
+        if n != _threads and _pool is not None:
+            _pool.shutdown(wait=True)
+            _pool = None
+        _threads = n
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def chunks(n: int, size: int = CHUNK) -> list[tuple[int, int]]:
+    """``[(lo, hi), ...]`` covering ``range(n)`` in pieces of ``size`` (the last may be shorter)."""
+    return [(lo, min(lo + size, n)) for lo in range(0, n, size)]
+
+
+def map_chunks(fn: Callable[[int, int], T], n: int, size: int = CHUNK) -> list[T]:
+    """``[fn(lo, hi) for each chunk]``, in chunk order, on the pool's threads.
+
+    ``fn`` must only write to its own chunk of any shared output. An exception in
+    any chunk is raised here, after every chunk has finished.
+    """
+    global _pool
+    bounds = chunks(n, size)
+    if _threads == 1 or len(bounds) == 1:
+        return [fn(lo, hi) for lo, hi in bounds]
+    with _lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(_threads, thread_name_prefix="handgrad")
+        pool = _pool
+    futures = [pool.submit(fn, lo, hi) for lo, hi in bounds]
+    wait(futures)
+    return [f.result() for f in futures]
+
+
+def elementwise(fn: Callable[..., object], *arrays: np.ndarray) -> np.ndarray:
+    """``fn(*arrays, out=out)`` for an elementwise ``fn`` over same-shape arrays, split
+    along the first axis over the pool's threads when there are several and the
+    batch is large. ``out`` has the first array's memory layout."""
+    first = arrays[0]
+    out = np.empty_like(first)
+    if _threads == 1 or first.ndim == 0 or first.shape[0] <= CHUNK or first.size < 1 << 16:
+        fn(*arrays, out=out)
+        return out
+
+    def chunk(lo: int, hi: int) -> None:
+        fn(*(a[lo:hi] for a in arrays), out=out[lo:hi])
+
+    map_chunks(chunk, first.shape[0])
+    return out
