@@ -14,6 +14,7 @@ CORE = [
     "handgrad.optim",
     "handgrad.gradcheck",
     "handgrad.train",
+    "handgrad.augment",
     "handgrad.data",
     "handgrad.metrics",
     "handgrad.serialization",

@@ -146,6 +146,7 @@ def fit(
     scheduler_interval: str = "epoch",
     callbacks: Sequence[Callback] = (),
     transform: Transform | None = None,
+    augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
     eval_batch_size: int = 2000,
 ) -> History:
     """Train ``model`` with mini-batches, shuffling every epoch from ``rng``.
@@ -160,7 +161,7 @@ def fit(
     epochs, batch_size : int
         Passes over the data, samples per step (the last batch may be smaller).
     rng : numpy.random.Generator or int
-        Shuffling order. The same seed gives the same run, bit for bit.
+        Shuffling order, and augmentation. The same seed gives the same run, bit for bit.
     scheduler : optional
         A learning-rate scheduler, stepped once per epoch or once per batch
         (``scheduler_interval="batch"``, e.g. for ``OneCycleLR``).
@@ -169,6 +170,12 @@ def fit(
     transform : callable, optional
         Applied to each batch of ``x``; default: integers -> ``[0, 1]`` floats,
         in the model's dtype.
+    augment : callable, optional
+        ``augment(xb, rng) -> xb``, e.g. :class:`~handgrad.augment.Augment`: applied
+        to each *training* batch after ``transform``, drawing from fit's own
+        generator (after that epoch's shuffle), so augmented runs stay reproducible.
+        Never applied to validation data. Image augmentations need image-shaped
+        batches, ``(N, H, W)`` or ``(N, C, H, W)``, from ``transform``.
 
     Returns
     -------
@@ -184,6 +191,10 @@ def fit(
     if scheduler_interval not in ("epoch", "batch"):
         raise ValueError(
             f"scheduler_interval must be 'epoch' or 'batch', got {scheduler_interval!r}"
+        )
+    if augment is not None and not callable(augment):
+        raise TypeError(
+            f"augment must be callable as augment(x, rng), got {type(augment).__name__}"
         )
     generator = as_generator(rng)
     prep = transform or default_transform(model_dtype(model))
@@ -211,6 +222,8 @@ def fit(
         for step in range(steps):
             idx = order[step * batch_size : (step + 1) * batch_size]
             xb, yb = prep(x[idx]), y[idx]
+            if augment is not None:
+                xb = augment(xb, generator)
             # A diverging run overflows somewhere in the step; the checks below
             # catch every such case and say so once, instead of NumPy's warnings.
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
