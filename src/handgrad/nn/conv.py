@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from handgrad._parallel import CHUNK, map_chunks
+from handgrad import _parallel
+from handgrad._parallel import map_chunks
 from handgrad._random import as_generator
 from handgrad.nn import init as initialisers
 from handgrad.nn._spatial import (
@@ -91,11 +92,29 @@ def conv_geometry(
     return oh, ow
 
 
-def im2col(xp: np.ndarray, kernel: Pair, out_hw: Pair, stride: Pair, dilation: Pair) -> np.ndarray:
-    """Rows of patches: ``(N, Hp, Wp, C) -> (N*OH*OW, KH*KW*C)``, one copy of a strided view."""
+def im2col(
+    xp: np.ndarray,
+    kernel: Pair,
+    out_hw: Pair,
+    stride: Pair,
+    dilation: Pair,
+    ones_column: bool = False,
+) -> np.ndarray:
+    """Rows of patches: ``(N, Hp, Wp, C) -> (N*OH*OW, KH*KW*C)``, one copy of a strided view.
+
+    With ``ones_column``, a last column of ones is appended (``(M, KH*KW*C + 1)``):
+    the input that the bias multiplies, so that the bias rides along in the GEMM
+    (forward) and its gradient comes out of the weight-gradient GEMM as one more
+    column, instead of two extra passes over the output.
+    """
     n, c = xp.shape[0], xp.shape[3]
-    view = windows(xp, kernel, out_hw, stride, dilation)  # (N, OH, OW, KH, KW, C), no copy
-    return view.reshape(n * out_hw[0] * out_hw[1], kernel[0] * kernel[1] * c)
+    k = kernel[0] * kernel[1] * c
+    cols = np.empty((n * out_hw[0] * out_hw[1], k + ones_column), dtype=xp.dtype)
+    patches = cols[:, :k].reshape(n, *out_hw, kernel[0], kernel[1], c)  # a view into cols
+    patches[...] = windows(xp, kernel, out_hw, stride, dilation)  # (N, OH, OW, KH, KW, C)
+    if ones_column:
+        cols[:, k] = 1
+    return cols
 
 
 def col2im(
@@ -133,6 +152,7 @@ def conv2d_forward(
 
     The batch is processed in chunks of ``handgrad._parallel.CHUNK`` images (on
     threads, if set): each chunk's im2col rows are multiplied while still in cache.
+    The bias is one more column of the weight matrix, against a column of ones.
 
     Shape: x ``(N, C, H, W)``, w ``(C_out, C/groups, KH, KW)``, b ``(C_out,)``
     -> out ``(N, C_out, OH, OW)`` (channels-last memory), and the cache for
@@ -143,30 +163,31 @@ def conv2d_forward(
     kernel = (kh, kw)
     out_hw = conv_geometry((h, wd), kernel, stride, pads, dilation, "conv2d_forward")
     og = c_out // groups
-    # (C_out, KH, KW, C/g) -> (C_out, KH*KW*C/g): the row order of a patch
+    # (C_out, KH, KW, C/g) -> (C_out, KH*KW*C/g [+ 1]): the row order of a patch, then the bias
     w_mat = w.transpose(0, 2, 3, 1).reshape(c_out, kh * kw * cg)
+    if b is not None:
+        w_mat = np.concatenate([w_mat, b.reshape(c_out, 1)], axis=1)
     out = np.empty((n, *out_hw, c_out), dtype=x.dtype)  # (N, OH, OW, C_out)
 
     def chunk(lo: int, hi: int) -> list[np.ndarray]:
         xp = pad_nhwc(to_nhwc(x[lo:hi]), pads)  # (n_c, Hp, Wp, C)
         o2 = out[lo:hi].reshape(-1, c_out)  # (M_c, C_out), a view
+        cols = [
+            im2col(xp[..., g * cg : (g + 1) * cg], kernel, out_hw, stride, dilation, b is not None)
+            for g in range(groups)
+        ]  # each (M_c, KH*KW*C/g [+ 1])
         if groups == 1:
-            cols = [im2col(xp, kernel, out_hw, stride, dilation)]  # (M_c, KH*KW*C)
             np.matmul(cols[0], w_mat.T, out=o2)
         else:
-            cols = [
-                im2col(xp[..., g * cg : (g + 1) * cg], kernel, out_hw, stride, dilation)
-                for g in range(groups)
-            ]
             for g in range(groups):
                 o2[:, g * og : (g + 1) * og] = cols[g] @ w_mat[g * og : (g + 1) * og].T
-        if b is not None:
-            o2 += b
         return cols
 
-    cols = map_chunks(chunk, n)
+    size = _parallel.CHUNK
+    cols = map_chunks(chunk, n, size)
     padded_hw = (h + pads[0] + pads[1], wd + pads[2] + pads[3])
-    cache = (cols, w_mat, padded_hw, pads, out_hw, stride, dilation, groups, b is not None)
+    geometry = (padded_hw, pads, out_hw, stride, dilation, groups)
+    cache = (cols, size, w_mat.shape, geometry, b is not None)
     return to_nchw(out), cache
 
 
@@ -185,6 +206,7 @@ def conv2d_data_grad(
     stride: Pair,
     dilation: Pair,
     groups: int = 1,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """``col2im(d2 @ w_mat)``, one kernel offset at a time: ``(M, C_out) -> (N, Hp, Wp, C)``.
 
@@ -193,16 +215,25 @@ def conv2d_data_grad(
     it is still in cache. Same sums as :func:`col2im` of the whole ``dcols``
     (the tests check it), in 0.7x the time for LeNet's second convolution,
     because the full ``dcols`` would be read back from memory with a stride.
+    With ``out`` (of ``padded_shape``), the result goes there.
     """
     n = padded_shape[0]
     c_out, cg, kh, kw = w.shape
     og = c_out // groups
-    dxp = np.zeros(padded_shape, dtype=d2.dtype)  # (N, Hp, Wp, C)
+    if out is None:
+        dxp = np.zeros(padded_shape, dtype=d2.dtype)  # (N, Hp, Wp, C)
+    else:
+        dxp = out
+        dxp[...] = 0
+    # One buffer for every offset's product: a fresh (M, C) array per offset would be
+    # a fresh allocation, and glibc hands big ones back to the kernel when they are
+    # freed, so each would page-fault its way in again (it doubled this loop's time).
+    part = np.empty((d2.shape[0], cg), dtype=d2.dtype)  # (M, C/g)
     for g in range(groups):
         dg = d2 if groups == 1 else d2[:, g * og : (g + 1) * og]  # (M, C_out/g)
         for i in range(kh):
             for j in range(kw):
-                part = dg @ w[g * og : (g + 1) * og, :, i, j]  # (M, C/g)
+                np.matmul(dg, w[g * og : (g + 1) * og, :, i, j], out=part)
                 view = offset_view(dxp, i, j, out_hw, stride, dilation)  # (N, OH, OW, C)
                 if groups == 1:
                     view += part.reshape(view.shape)
@@ -221,7 +252,8 @@ def conv2d_backward(
 
     Shape: dout ``(N, C_out, OH, OW)`` -> dx ``(N, C, H, W)``, dw like ``w``, db ``(C_out,)``.
     """
-    cols, w_mat, padded_hw, pads, out_hw, stride, dilation, groups, with_bias = cache
+    cols, size, w_mat_shape, geometry, with_bias = cache
+    padded_hw, pads, out_hw, stride, dilation, groups = geometry
     c_out, cg, kh, kw = w.shape
     og = c_out // groups
     n = dout.shape[0]
@@ -229,30 +261,31 @@ def conv2d_backward(
     h, wd = padded_hw[0] - pads[0] - pads[1], padded_hw[1] - pads[2] - pads[3]
     dx = np.empty((n, h, wd, c), dtype=dout.dtype) if need_dx else None  # (N, H, W, C)
 
-    def chunk(lo: int, hi: int) -> tuple[np.ndarray, np.ndarray | None]:
+    def chunk(lo: int, hi: int) -> np.ndarray:
         d2 = to_nhwc(dout[lo:hi]).reshape(-1, c_out)  # (M_c, C_out)
-        k_cols = cols[lo // CHUNK]
-        dw_mat = np.empty_like(w_mat)  # (C_out, KH*KW*C/g)
+        k_cols = cols[lo // size]
+        dw_mat = np.empty(w_mat_shape, dtype=dout.dtype)  # (C_out, KH*KW*C/g [+ 1])
         for g in range(groups):
             dg = d2 if groups == 1 else d2[:, g * og : (g + 1) * og]  # (M_c, C_out/g)
             dw_mat[g * og : (g + 1) * og] = dg.T @ k_cols[g]
         if dx is not None:
-            dxp = conv2d_data_grad(
-                d2, w, (hi - lo, *padded_hw, c), out_hw, stride, dilation, groups
-            )
-            dx[lo:hi] = crop_nhwc(dxp, pads)
-        return dw_mat, column_sums(d2) if with_bias else None
+            shape = (hi - lo, *padded_hw, c)
+            if any(pads):
+                dxp = conv2d_data_grad(d2, w, shape, out_hw, stride, dilation, groups)
+                dx[lo:hi] = crop_nhwc(dxp, pads)
+            else:  # no padding to crop: add straight into dx
+                conv2d_data_grad(d2, w, shape, out_hw, stride, dilation, groups, out=dx[lo:hi])
+        return dw_mat
 
-    parts = map_chunks(chunk, n)
-    dw_mat = parts[0][0]
-    for part, _ in parts[1:]:
+    parts = map_chunks(chunk, n, size)
+    dw_mat = parts[0]
+    for part in parts[1:]:
         dw_mat += part  # in chunk order: the same sum on any number of threads
-    db = parts[0][1]
-    for _, part_b in parts[1:]:
-        if db is not None and part_b is not None:
-            db += part_b
-    dw = np.ascontiguousarray(dw_mat.reshape(c_out, kh, kw, cg).transpose(0, 3, 1, 2))
-    return (None if dx is None else to_nchw(dx)), dw, db
+    k = kh * kw * cg
+    dw = np.ascontiguousarray(dw_mat[:, :k].reshape(c_out, kh, kw, cg).transpose(0, 3, 1, 2))
+    db = dw_mat[:, k].copy() if with_bias else None  # the ones column's weight gradient
+    dx_nchw = None if dx is None else to_nchw(dx)
+    return dx_nchw, dw, db
 
 
 # -- module ---------------------------------------------------------------------

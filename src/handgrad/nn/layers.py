@@ -235,12 +235,18 @@ class Flatten(Module):
         if x.ndim < 1:
             raise ValueError("Flatten.forward needs at least a batch axis, got a 0-d array")
         self._shape = x.shape
+        # a convolution's output is channels-last in memory: remember it, so that the
+        # gradient goes back in the same layout (mixing layouts slows every later ufunc)
+        self._channels_last = x.ndim == 4 and x.transpose(0, 2, 3, 1).flags.c_contiguous
         return x.reshape(x.shape[0], -1)
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         shape = self._cached(self._shape)
         check_same_shape(dout, (shape[0], math.prod(shape[1:])), "Flatten.backward")
-        return dout.reshape(shape)
+        dx = dout.reshape(shape)
+        if self.__dict__.get("_channels_last") and not dx.transpose(0, 2, 3, 1).flags.c_contiguous:
+            dx = np.ascontiguousarray(dx.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+        return dx
 
 
 class Unflatten(Module):

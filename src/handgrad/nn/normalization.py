@@ -12,11 +12,14 @@ over the ``m`` normalised elements, with ``dxhat = dout * weight``.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
+from handgrad._parallel import map_chunks
 from handgrad.nn._spatial import check_4d, to_nchw, to_nhwc
 from handgrad.nn._validation import check_float_array, check_same_shape
+from handgrad.nn.conv import column_sums
 from handgrad.nn.module import Module
 from handgrad.nn.parameter import Parameter
 
@@ -120,7 +123,7 @@ class BatchNorm1d(Module):
             if m <= 1:
                 raise ValueError(
                     f"{type(self).__name__}: expected more than 1 value per channel when "
-                    f"training, got input of shape {self._input_shape(x)}"
+                    f"training, got input of shape {x.shape}"
                 )
             xhat, mean, var, inv_std = normalize_forward(x, axes, self.eps)
             if self.training and self.track_running_stats:
@@ -134,9 +137,6 @@ class BatchNorm1d(Module):
         if self.weight is None or self.bias is None:
             return xhat
         return xhat * self.weight.data.reshape(bshape) + self.bias.data.reshape(bshape)
-
-    def _input_shape(self, x: np.ndarray) -> tuple[int, ...]:
-        return x.shape
 
     def _update_running(self, mean: np.ndarray, unbiased_var: np.ndarray) -> None:
         self._buffers["num_batches_tracked"] = self._buffers["num_batches_tracked"] + 1
@@ -168,12 +168,87 @@ class BatchNorm1d(Module):
         )
 
 
+def _row_chunks(n: int, rows_per_sample: int, fn: Any) -> list[Any]:
+    """Run ``fn(r0, r1)`` over the rows of an ``(N*H*W, C)`` array, a batch chunk at a time."""
+    return map_chunks(lambda lo, hi: fn(lo * rows_per_sample, hi * rows_per_sample), n)
+
+
+def _sum_parts(parts: list[np.ndarray]) -> np.ndarray:
+    """Add per-chunk partial sums in chunk order (the same result on any thread count)."""
+    total = parts[0].copy()
+    for part in parts[1:]:
+        total += part
+    return total
+
+
+def batchnorm2d_forward(
+    x2: np.ndarray, n: int, eps: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Batch statistics of ``x2`` ``(M, C)`` (``M = N*H*W`` rows, channels last).
+
+    Two passes, as the textbook: the mean, then the variance of the centred
+    values (one pass of ``E[x^2] - E[x]^2`` loses digits in float32). Column sums
+    are GEMVs over batch chunks, added in chunk order. Returns ``(xhat, mean,
+    var, inv_std)`` with ``xhat = (x - mean) * inv_std`` of shape ``(M, C)``.
+    """
+    m = x2.shape[0]
+    per = m // n
+    mean = _sum_parts(_row_chunks(n, per, lambda r0, r1: column_sums(x2[r0:r1]))) / m
+    xhat = np.empty_like(x2)  # (M, C): first the centred values, then scaled in place
+
+    def centre(r0: int, r1: int) -> np.ndarray:
+        xc = np.subtract(x2[r0:r1], mean, out=xhat[r0:r1])
+        return column_sums(xc * xc)
+
+    var = _sum_parts(_row_chunks(n, per, centre)) / m  # (C,), biased
+    inv_std = (1.0 / np.sqrt(var + eps)).astype(x2.dtype)
+    _row_chunks(n, per, lambda r0, r1: np.multiply(xhat[r0:r1], inv_std, out=xhat[r0:r1]))
+    return xhat, mean.astype(x2.dtype), var.astype(x2.dtype), inv_std
+
+
+def batchnorm2d_backward(
+    dout2: np.ndarray, xhat: np.ndarray, scale: np.ndarray, n: int, batch_stats: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(dx, dweight, dbias)`` of ``y = weight * xhat + bias`` for ``(M, C)`` arrays.
+
+    ``scale = weight * inv_std``. With batch statistics the mean and variance
+    depend on ``x`` too, which gives the closed form
+    ``dx = scale * (dout - mean(dout) - xhat * mean(dout * xhat))``; with running
+    statistics ``dx = scale * dout``.
+    """
+    m = dout2.shape[0]
+    per = m // n
+
+    def sums(r0: int, r1: int) -> tuple[np.ndarray, np.ndarray]:
+        d = dout2[r0:r1]
+        return column_sums(d), column_sums(d * xhat[r0:r1])
+
+    parts = _row_chunks(n, per, sums)
+    dbias = _sum_parts([p[0] for p in parts])  # (C,) sum of dout
+    dweight = _sum_parts([p[1] for p in parts])  # (C,) sum of dout * xhat
+    dx = np.empty_like(dout2)  # (M, C)
+    if not batch_stats:
+        _row_chunks(n, per, lambda r0, r1: np.multiply(dout2[r0:r1], scale, out=dx[r0:r1]))
+        return dx, dweight, dbias
+    shift = (scale * dbias / m).astype(dout2.dtype)  # scale * mean(dout)
+    slope = (scale * dweight / m).astype(dout2.dtype)  # scale * mean(dout * xhat)
+
+    def grad(r0: int, r1: int) -> None:
+        out = np.multiply(dout2[r0:r1], scale, out=dx[r0:r1])
+        out -= xhat[r0:r1] * slope
+        out -= shift
+
+    _row_chunks(n, per, grad)
+    return dx, dweight, dbias
+
+
 class BatchNorm2d(BatchNorm1d):
     """Batch normalisation of images: per channel, over the batch and both spatial axes.
 
     The same statistics, running averages, parameters and options as
     :class:`BatchNorm1d`; the ``(N, C, H, W)`` batch is seen as ``N*H*W`` samples
-    of ``C`` features (channels-last, so no copy after a convolution).
+    of ``C`` features (channels-last, so no copy after a convolution), and the
+    kernels work a batch chunk at a time on handgrad's threads.
 
     Shape
     -----
@@ -182,19 +257,55 @@ class BatchNorm2d(BatchNorm1d):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         check_4d(x, "BatchNorm2d.forward", self.num_features)
-        self._shape4 = x.shape
         n, c, h, w = x.shape
-        y = super().forward(to_nhwc(x).reshape(n * h * w, c))  # (N*H*W, C)
+        x2 = to_nhwc(x).reshape(n * h * w, c)  # (M, C)
+        batch_stats = self.training or not self.track_running_stats
+        if batch_stats:
+            if n * h * w <= 1:
+                raise ValueError(
+                    "BatchNorm2d: expected more than 1 value per channel when training, "
+                    f"got input of shape {x.shape}"
+                )
+            xhat, mean, var, inv_std = batchnorm2d_forward(x2, n, self.eps)
+            if self.training and self.track_running_stats:
+                m = n * h * w
+                self._update_running(mean, var * (m / (m - 1)))
+        else:
+            mean = self._buffers["running_mean"].astype(x.dtype, copy=False)
+            var = self._buffers["running_var"]
+            inv_std = (1 / np.sqrt(var + self.eps)).astype(x.dtype)
+            xhat = np.empty_like(x2)
+            _row_chunks(
+                n,
+                h * w,
+                lambda r0, r1: np.multiply(
+                    np.subtract(x2[r0:r1], mean, out=xhat[r0:r1]), inv_std, out=xhat[r0:r1]
+                ),
+            )
+        weight = None if self.weight is None else self.weight.data
+        bias = None if self.bias is None else self.bias.data
+        self._cache = (xhat, inv_std, x.shape, batch_stats)
+        if weight is None or bias is None:
+            return to_nchw(xhat.reshape(n, h, w, c))
+        y = np.empty_like(xhat)
+
+        def affine(r0: int, r1: int) -> None:
+            np.multiply(xhat[r0:r1], weight, out=y[r0:r1])
+            y[r0:r1] += bias
+
+        _row_chunks(n, h * w, affine)
         return to_nchw(y.reshape(n, h, w, c))
 
-    def _input_shape(self, x: np.ndarray) -> tuple[int, ...]:
-        return self.__dict__.get("_shape4", x.shape)
-
     def backward(self, dout: np.ndarray) -> np.ndarray:
-        self._cached(self._cache)
-        check_same_shape(dout, self._shape4, "BatchNorm2d.backward")
-        n, c, h, w = self._shape4
-        dx = super().backward(to_nhwc(dout).reshape(n * h * w, c))  # (N*H*W, C)
+        xhat, inv_std, shape, batch_stats = self._cached(self._cache)
+        check_same_shape(dout, shape, "BatchNorm2d.backward")
+        n, c, h, w = shape
+        d2 = to_nhwc(dout).reshape(n * h * w, c)  # (M, C)
+        scale = inv_std if self.weight is None else self.weight.data * inv_std
+        dx, dweight, dbias = batchnorm2d_backward(d2, xhat, scale, n, batch_stats)
+        if self.weight is not None and self.bias is not None:
+            self.weight.grad += dweight
+            self.bias.grad += dbias
         return to_nchw(dx.reshape(n, h, w, c))
 
 
