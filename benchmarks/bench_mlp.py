@@ -23,12 +23,11 @@ one is skipped and said so.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import sys
-import time
 from collections.abc import Callable
+
+from _bench import alternate, pin_threads, print_table, timing_row, versions
 
 
 def _parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -46,8 +45,7 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 ARGS = _parse()
-for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ[var] = str(ARGS.threads)
+pin_threads(ARGS.threads)
 
 import numpy as np  # noqa: E402  (after pinning the BLAS threads)
 
@@ -168,35 +166,17 @@ def main() -> int:
             contenders[name] = make(x, y)
         except ImportError as exc:
             print(f"skipping {name}: {exc}", file=sys.stderr)
-    times: dict[str, list[float]] = {name: [] for name in contenders}
-    for r in range(ARGS.rounds):
-        names = list(contenders) if r % 2 == 0 else list(reversed(contenders))
-        for name in names:
-            t0 = time.perf_counter()
-            contenders[name][0](r)
-            times[name].append(time.perf_counter() - t0)
-
+    times = alternate({name: run for name, (run, _) in contenders.items()}, ARGS.rounds)
     base = statistics.median(times["handgrad"])
     rows = []
     for name, ts in times.items():
         predict_fn = contenders[name][1]
         acc = f"{np.mean(predict_fn(xt) == yt):.2%}" if predict_fn is not None else "-"
-        med = statistics.median(ts)
-        rows.append(
-            (
-                name,
-                f"{med:.3f} s",
-                f"{min(ts):.3f} s",
-                f"{max(ts):.3f} s",
-                f"{sum(ts):.2f} s",
-                f"{med / base:.2f}x",
-                acc,
-            )
-        )
+        rows.append([*timing_row(name, ts, base), acc])
     print(
         f"MLP {x.shape[1]}-{HIDDEN}-{CLASSES}, Adam {LR:g}, batch {ARGS.batch_size}, "
         f"{len(x):,} images, {ARGS.rounds} epochs each, {ARGS.threads} BLAS threads, "
-        f"contenders alternating; {_versions()}"
+        f"contenders alternating; {versions()}"
     )
     head = (
         "contender",
@@ -207,30 +187,8 @@ def main() -> int:
         "vs handgrad",
         "test accuracy",
     )
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-    for row in [head, *rows]:
-        print(
-            "  ".join(
-                c.ljust(w) if i == 0 else c.rjust(w)
-                for i, (c, w) in enumerate(zip(row, widths, strict=True))
-            )
-        )
-    if ARGS.markdown:
-        print()
-        print("| " + " | ".join(head) + " |")
-        print("| " + " | ".join(["---"] + ["---:"] * (len(head) - 1)) + " |")
-        for row in rows:
-            print("| " + " | ".join(row) + " |")
+    print_table(head, rows, ARGS.markdown)
     return 0
-
-
-def _versions() -> str:
-    found = [f"Python {platform.python_version()}", f"NumPy {np.__version__}"]
-    for module in ("torch", "sklearn"):
-        mod = sys.modules.get(module)
-        if mod is not None:
-            found.append(f"{module} {mod.__version__}")
-    return ", ".join(found)
 
 
 if __name__ == "__main__":

@@ -3,9 +3,12 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import pytest
+
+from handgrad.data import load_mnist, write_idx
 
 # Tolerances for comparing with PyTorch, per dtype. float64 differences come only
 # from summation order; float32 from that plus single-precision rounding.
@@ -28,3 +31,15 @@ def umask(mask: int) -> Iterator[None]:
         yield
     finally:
         os.umask(old)
+
+
+@pytest.fixture(scope="session")
+def small_mnist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """3000 training and 500 test images of the real MNIST, in an MNIST-format directory."""
+    d = load_mnist()
+    out = tmp_path_factory.mktemp("mnist-slice")
+    write_idx(out / "train-images-idx3-ubyte.gz", d.x_train[:3000])
+    write_idx(out / "train-labels-idx1-ubyte.gz", d.y_train[:3000].astype(np.uint8))
+    write_idx(out / "t10k-images-idx3-ubyte", d.x_test[:500])  # uncompressed works too
+    write_idx(out / "t10k-labels-idx1-ubyte", d.y_test[:500].astype(np.uint8))
+    return out

@@ -29,18 +29,6 @@ from tests.test_data_idx import write_fake_mnist
 
 
 @pytest.fixture(scope="module")
-def small_mnist(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """3000 training and 500 test images of the real MNIST, in an MNIST-format directory."""
-    d = load_mnist()
-    out = tmp_path_factory.mktemp("mnist-slice")
-    write_idx(out / "train-images-idx3-ubyte.gz", d.x_train[:3000])
-    write_idx(out / "train-labels-idx1-ubyte.gz", d.y_train[:3000].astype(np.uint8))
-    write_idx(out / "t10k-images-idx3-ubyte", d.x_test[:500])  # uncompressed works too
-    write_idx(out / "t10k-labels-idx1-ubyte", d.y_test[:500].astype(np.uint8))
-    return out
-
-
-@pytest.fixture(scope="module")
 def trained(small_mnist: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
     out = tmp_path_factory.mktemp("run")
     model = out / "model.npz"

@@ -109,8 +109,14 @@ def plot_predictions(
     return _save(fig, path)
 
 
-def plot_first_layer(weight: np.ndarray, path: str | os.PathLike[str], max_units: int = 64) -> Path:
-    """Each first-layer unit's 784 input weights drawn as a 28x28 image."""
+def plot_first_layer(
+    weight: np.ndarray,
+    path: str | os.PathLike[str],
+    image_shape: tuple[int, ...] = (28, 28),
+    max_units: int = 64,
+) -> Path:
+    """Each first-layer unit's input weights drawn as an image: a 784-wide
+    ``Linear`` row as 28x28, or a convolution's filter as ``(KH, KW)``."""
     plt = _pyplot()
     units = min(weight.shape[0], max_units)
     columns = 8
@@ -121,8 +127,9 @@ def plot_first_layer(weight: np.ndarray, path: str | os.PathLike[str], max_units
     for i, ax in enumerate(np.atleast_1d(axes).ravel()):
         ax.axis("off")
         if i < units:
-            w = weight[i].reshape(28, 28)
+            w = weight[i].reshape(image_shape)
             lim = float(np.abs(w).max()) or 1.0
             ax.imshow(w, cmap="RdBu_r", vmin=-lim, vmax=lim)
-    fig.suptitle(f"First-layer weights ({units} of {weight.shape[0]} units)", fontsize=10)
+    what = "units" if tuple(image_shape) == (28, 28) else "filters"
+    fig.suptitle(f"First-layer weights ({units} of {weight.shape[0]} {what})", fontsize=10)
     return _save(fig, path)

@@ -35,7 +35,7 @@ the package, no download) and prints the test accuracy, in well under a minute.
 EPILOG = """\
 examples:
   handgrad train                               # the reference network, about 98%
-  handgrad train --hidden 256,128 --plots plots/
+  handgrad train --model cnn                   # a convolutional network, about 99.6%
   handgrad evaluate mnist-mlp.npz              # confusion matrix, per-class report
   handgrad predict mnist-mlp.npz my-digit.png  # a photo or drawing of one digit
 
@@ -73,9 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "train",
         help="train a network on MNIST and report test accuracy",
-        description="Train an MLP on MNIST (or any MNIST-format directory) and "
+        description="Train a network on MNIST (or any MNIST-format directory) and "
         "report test accuracy. Defaults: the reference 784-128-10 "
-        "ReLU network, Adam with a one-cycle schedule, label smoothing 0.1, 15 epochs.",
+        "ReLU network, Adam with a one-cycle schedule, label smoothing 0.1, 15 epochs; "
+        "--model lenet or cnn trains a convolutional network instead.",
         epilog=TRAIN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -160,16 +161,27 @@ def _error_message(exc: BaseException) -> str:
     return one_line(text) + " (HANDGRAD_DEBUG=1 shows the traceback)"
 
 
-def _set_threads(threads: int | None) -> int | None:
-    """Pin NumPy's BLAS threads to ``threads``, else to 1 unless the environment sets
-    them; return the count before, to restore (None: unknown or unchanged)."""
-    from handgrad._blas import blas_threads, set_blas_threads
+def _set_threads(threads: int | None, model: str) -> tuple[int | None, int]:
+    """Set the threads of the run; return what to restore: ``(BLAS threads or None,
+    handgrad threads)``.
 
+    An MLP's work is its matrix products, so its threads are BLAS's: ``threads``,
+    else 1 unless the environment sets them. A convolutional network runs on
+    handgrad's own threads, each taking chunks of the batch with BLAS on one
+    thread: ``threads``, else every CPU this process may use.
+    """
+    from handgrad._blas import blas_threads, set_blas_threads
+    from handgrad._parallel import available_cpus, get_num_threads, set_num_threads
+
+    before = (blas_threads(), get_num_threads())
+    if model != "mlp":
+        set_num_threads(threads or available_cpus())
+        set_blas_threads(1)
+        return before
     if threads is None:
         if any(os.environ.get(v) for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")):
-            return None
+            return (None, before[1])
         threads = 1
-    before = blas_threads()
     set_blas_threads(threads)
     return before
 
@@ -181,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     args.start_time = time.perf_counter()
-    threads_before = _set_threads(args.threads) if "threads" in args else None
+    restore = _set_threads(args.threads, args.model) if "threads" in args else None
     try:
         return int(args.func(args))
     except (CommandError, ValueError, OSError, MemoryError, ImportError) as exc:
@@ -194,7 +206,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"handgrad {args.command}: interrupted", file=sys.stderr)
         return 130
     finally:
-        if threads_before is not None:  # main() may be called in-process (tests, notebooks)
+        if restore is not None:  # main() may be called in-process (tests, notebooks)
             from handgrad._blas import set_blas_threads
+            from handgrad._parallel import set_num_threads
 
-            set_blas_threads(threads_before)
+            if restore[0] is not None:
+                set_blas_threads(restore[0])
+            set_num_threads(restore[1])

@@ -107,11 +107,30 @@ def output_classes(model: Any) -> int | None:
     return layers[-1].out_features if layers else None
 
 
+def eval_batch(model: Any) -> int:
+    """Images per batch when testing: 500 for a convolutional network (its im2col rows
+    for 2,000 images would take half a gigabyte), 2,000 otherwise."""
+    from handgrad.nn.conv import Conv2d
+
+    return 500 if any(isinstance(m, Conv2d) for m in model.modules()) else 2000
+
+
+def input_features(model: Any) -> int | None:
+    """How many numbers one sample must have: the size the first ``Unflatten`` splits
+    (a convolutional recipe) or the first ``Linear``'s input width (an MLP)."""
+    from handgrad.nn.layers import Linear, Unflatten
+
+    for module in model.modules():
+        if isinstance(module, Unflatten):
+            return math.prod(module.unflattened_size)
+        if isinstance(module, Linear):
+            return module.in_features
+    return None
+
+
 def check_input_size(model: Any, shape: tuple[int, ...], what: str) -> None:
     """One clear line instead of a shape error deep in ``Linear.forward``."""
-    layers = linear_layers(model)
+    expected = input_features(model)
     n = int(np.prod(shape))
-    if layers and layers[0].in_features != n:
-        raise CommandError(
-            f"the model expects {features(layers[0].in_features)}, {what} {features(n, shape)}"
-        )
+    if expected is not None and expected != n:
+        raise CommandError(f"the model expects {features(expected)}, {what} {features(n, shape)}")

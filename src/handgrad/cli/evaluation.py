@@ -11,6 +11,7 @@ import numpy as np
 from handgrad.cli._common import (
     CommandError,
     check_input_size,
+    eval_batch,
     load_mnist_for,
     output_classes,
     require,
@@ -32,7 +33,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             "outputs: it was trained on another dataset"
         )
     num_classes = classes or int(data.y_test.max()) + 1
-    y_pred = predict(model, data.x_test)
+    y_pred = predict(model, data.x_test, batch_size=eval_batch(model))
     print(f"test accuracy {accuracy(data.y_test, y_pred):.2%} on {len(y_pred)} images")
     cm = confusion_matrix(data.y_test, y_pred, num_classes=num_classes)
     print("\nconfusion matrix (rows: true, columns: predicted)")

@@ -4,6 +4,7 @@ test it, save it, plot it."""
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 import warnings
@@ -25,6 +26,7 @@ from handgrad.cli._common import (
     CommandError,
     check_output_file,
     check_outputs,
+    eval_batch,
     linear_layers,
     load_mnist_for,
     peak_memory_mb,
@@ -33,8 +35,9 @@ from handgrad.cli._common import (
 TRAIN_EPILOG = """\
 examples:
   handgrad train --epochs 3 --quiet             # a quick run
+  handgrad train --model lenet --epochs 3       # the course's convolutional network
+  handgrad train --model cnn                    # the best recipe: about 99.6%
   handgrad train --hidden 512,256 --dropout 0.2 --output big.npz
-  handgrad train --optimizer sgd --schedule cosine --lr 0.1
   handgrad train --data-dir ~/fashion-mnist --plots plots/
 
 Set HANDGRAD_DEBUG=1 to see the Python traceback of an error.
@@ -57,32 +60,41 @@ PLOT_SECONDS = 3.0
 
 
 def add_training_options(p: argparse.ArgumentParser, output: str = "mnist-mlp.npz") -> None:
-    from handgrad.recipes import ACTIVATIONS, OPTIMIZERS, SCHEDULES
+    from handgrad.recipes import ACTIVATIONS, MODELS, OPTIMIZERS, SCHEDULES
 
     g = p.add_argument_group("model")
     g.add_argument(
+        "--model",
+        choices=MODELS,
+        default="mlp",
+        help="mlp: the fully connected network of --hidden (default); lenet: conv 32 3x3, "
+        "pool, conv 64 3x3, pool, fc 128, fc 10 (the course's CNN); cnn: the best recipe "
+        "(three convolutions with batch norm, trained with augmentation)",
+    )
+    g.add_argument(
         "--hidden",
         type=layer_sizes,
-        default=[128],
+        default=None,
         metavar="SIZES",
-        help="hidden layer sizes, comma-separated (default: 128)",
+        help="mlp only: hidden layer sizes, comma-separated (default: 128)",
     )
     g.add_argument(
         "--activation",
         choices=sorted(ACTIVATIONS),
-        default="relu",
-        help="hidden activation (default: relu)",
+        default=None,
+        help="mlp only: hidden activation (default: relu)",
     )
     g.add_argument(
         "--dropout",
         type=fraction,
-        default=0.0,
-        help="dropout probability after each hidden layer (default: 0, none)",
+        default=None,
+        help="mlp only: dropout probability after each hidden layer (default: 0, none)",
     )
     g.add_argument(
         "--batch-norm",
         action="store_true",
-        help="batch normalisation after each hidden Linear",
+        default=None,
+        help="mlp only: batch normalisation after each hidden Linear",
     )
     g.add_argument(
         "--dtype",
@@ -101,7 +113,8 @@ def add_training_options(p: argparse.ArgumentParser, output: str = "mnist-mlp.np
         "--lr",
         type=positive_float,
         default=None,
-        help="(peak) learning rate (default: 0.005 for adam/adamw, 0.2 for sgd, ...)",
+        help="(peak) learning rate (default: 0.005 for adam/adamw with mlp, 0.003 with "
+        "lenet and cnn, 0.2 for sgd, ...)",
     )
     g.add_argument(
         "--weight-decay",
@@ -111,9 +124,20 @@ def add_training_options(p: argparse.ArgumentParser, output: str = "mnist-mlp.np
     )
     g.add_argument("--schedule", choices=list(SCHEDULES), default="onecycle", help=SCHEDULE_HELP)
     g.add_argument(
-        "--epochs", type=positive_int, default=15, help="passes over the data (default: 15)"
+        "--epochs",
+        type=positive_int,
+        default=None,
+        help="passes over the data (default: 15 for mlp, 10 for lenet, 20 for cnn)",
     )
     g.add_argument("--batch-size", type=positive_int, default=128, help="default: 128")
+    g.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="randomly shift (up to 2 pixels), rotate (up to 10 degrees) and scale "
+        "(0.9-1.1) every training image, afresh each epoch (default: on for cnn, "
+        "off for mlp and lenet)",
+    )
     g.add_argument(
         "--label-smoothing",
         type=fraction,
@@ -144,9 +168,10 @@ def add_training_options(p: argparse.ArgumentParser, output: str = "mnist-mlp.np
         "--threads",
         type=positive_int,
         default=None,
-        help="threads for NumPy's matrix products (default: 1, unless OPENBLAS_NUM_THREADS "
-        "or OMP_NUM_THREADS is set; a 128-sample batch gains nothing from a second thread, "
-        "and threads slow to a crawl when another program is busy)",
+        help="mlp: threads for NumPy's matrix products (default: 1, unless "
+        "OPENBLAS_NUM_THREADS or OMP_NUM_THREADS is set; a 128-sample batch gains little from "
+        "a second thread, and threads slow to a crawl when another program is busy). lenet, "
+        "cnn: handgrad's own threads, each taking part of every batch (default: every CPU)",
     )
     g.add_argument(
         "--seed",
@@ -201,30 +226,84 @@ def _fit_quietly(*fit_args: Any, **fit_kwargs: Any) -> Any:
         return fit(*fit_args, **fit_kwargs)
 
 
+MLP_OPTIONS = {
+    "hidden": ("--hidden", [128]),
+    "activation": ("--activation", "relu"),
+    "dropout": ("--dropout", 0.0),
+    "batch_norm": ("--batch-norm", False),
+}
+
+
+def resolve_model_options(args: argparse.Namespace) -> None:
+    """Fill the options left unset with the chosen model's defaults; refuse the
+    options of the fully connected network for a convolutional one."""
+    from handgrad.recipes import MODEL_DEFAULTS
+
+    for name, (flag, default) in MLP_OPTIONS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+        elif args.model != "mlp":
+            raise CommandError(f"{flag} is for --model mlp; --model {args.model} is fixed")
+    for name, default in MODEL_DEFAULTS[args.model].items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+
+
+def _build_model(
+    args: argparse.Namespace,
+    image_shape: tuple[int, ...],
+    num_classes: int,
+    rng: np.random.Generator,
+) -> tuple[Any, str]:
+    """The network of ``--model`` and a few words describing it."""
+    from handgrad.recipes import build_cnn, build_lenet, build_mlp
+
+    dtype = np.dtype(args.dtype)
+    if args.model == "mlp":
+        model = build_mlp(
+            int(np.prod(image_shape)),
+            args.hidden,
+            num_classes,
+            activation=args.activation,
+            dropout=args.dropout,
+            batch_norm=args.batch_norm,
+            rng=rng,
+            dtype=dtype,
+        )
+        return model, f"{len(args.hidden)} hidden layer(s) {args.hidden}, {args.activation}"
+    side = math.isqrt(int(np.prod(image_shape)))
+    if len(image_shape) == 1 and side * side == image_shape[0]:
+        image_shape = (side, side)  # flat rows of a square image, as in the Kaggle CSV
+    if len(image_shape) != 2:
+        raise CommandError(
+            f"--model {args.model} needs 2-D images, but the samples have shape {image_shape}"
+        )
+    build = build_lenet if args.model == "lenet" else build_cnn
+    try:
+        model = build(image_shape, num_classes, rng=rng, dtype=dtype)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
+    if args.model == "lenet":
+        return model, "lenet (conv 32 3x3, pool, conv 64 3x3, pool, fc 128, fc 10)"
+    return model, "cnn (conv 32, 64 and 128 3x3 with batch norm, pools, fc 10)"
+
+
 def _train(
     args: argparse.Namespace, rng: np.random.Generator, train: XY, val: XY | None
 ) -> tuple[Any, Any]:
     """Build, train and return ``(model, history)`` per the options; see :func:`_split`."""
     from handgrad.callbacks import EarlyStopping, ProgressBar, TimeLimit
     from handgrad.nn.losses import CrossEntropyLoss
-    from handgrad.recipes import DEFAULT_LR, build_mlp, make_optimizer, make_scheduler
+    from handgrad.recipes import default_augment, default_lr, make_optimizer, make_scheduler
 
     x, y = train
     if len(x) == 0:
         raise CommandError("no training samples left (lower --val-fraction?)")
     # every class seen in training or validation gets an output
     num_classes = int(max(y.max(), -1 if val is None else val[1].max())) + 1
-    model = build_mlp(
-        int(np.prod(x.shape[1:])),
-        args.hidden,
-        num_classes,
-        activation=args.activation,
-        dropout=args.dropout,
-        batch_norm=args.batch_norm,
-        rng=rng,
-        dtype=np.dtype(args.dtype),
-    )
-    lr = args.lr if args.lr is not None else DEFAULT_LR[args.optimizer]
+    model, description = _build_model(args, x.shape[1:], num_classes, rng)
+    lr = args.lr if args.lr is not None else default_lr(args.model, args.optimizer)
+    augment = default_augment() if args.augment else None
     optimizer = make_optimizer(args.optimizer, model, lr, args.weight_decay)
     steps = -(-len(x) // args.batch_size)
     scheduler, interval = make_scheduler(
@@ -242,10 +321,9 @@ def _train(
         callbacks.append(EarlyStopping(patience=args.patience, restore_best_weights=True))
     if not args.quiet:
         print(
-            f"model: {len(args.hidden)} hidden layer(s) {args.hidden}, {args.activation}, "
-            f"{model.num_parameters():,} parameters; {args.optimizer} lr {lr:g}, "
-            f"{args.schedule} schedule; {args.epochs} epochs of {len(x):,} samples, "
-            f"batch {args.batch_size}",
+            f"model: {description}, {model.num_parameters():,} parameters; {args.optimizer} "
+            f"lr {lr:g}, {args.schedule} schedule; {args.epochs} epochs of {len(x):,} "
+            f"samples, batch {args.batch_size}" + (", augmented" if augment else ""),
             flush=True,
         )
     history = _fit_quietly(
@@ -260,6 +338,8 @@ def _train(
         scheduler=scheduler,
         scheduler_interval=interval,
         callbacks=callbacks,
+        augment=augment,
+        eval_batch_size=eval_batch(model),
     )
     if diverged(history):
         reason = history.stop_reason
@@ -293,6 +373,16 @@ def _write_plots(
             x_test[pick], y_test[pick], y_pred[pick], directory / "predictions.png"
         )
     )
+    from handgrad.nn.conv import Conv2d
+
+    first = next((m for m in model.modules() if isinstance(m, Conv2d)), None)
+    if first is not None and first.in_channels == 1:  # the filters of the first convolution
+        w = first.weight.data
+        written.append(
+            plots.plot_first_layer(
+                w.reshape(w.shape[0], -1), directory / "first_layer_weights.png", w.shape[2:]
+            )
+        )
     first = next(iter(linear_layers(model)), None)
     if first is not None and first.in_features == 784:
         written.append(
@@ -305,6 +395,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from handgrad.serialization import save
     from handgrad.train import predict
 
+    resolve_model_options(args)
     check_outputs(args)
     start = time.perf_counter()
     data = load_mnist_for(args)
@@ -315,7 +406,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     del train, val
     train_seconds = time.perf_counter() - start
     with np.errstate(over="ignore", invalid="ignore"):  # a diverged model may overflow
-        y_pred = predict(model, x_test)
+        y_pred = predict(model, x_test, batch_size=eval_batch(model))
     test_acc = float(np.mean(y_pred == y_test))
     if not args.no_save:
         save(
@@ -349,6 +440,7 @@ def cmd_kaggle(args: argparse.Namespace) -> int:
     from handgrad.serialization import save
     from handgrad.train import predict
 
+    resolve_model_options(args)
     check_outputs(args)
     check_output_file(args.submission, "--submission")
     if args.plots is not None and args.val_fraction <= 0:
@@ -371,14 +463,15 @@ def cmd_kaggle(args: argparse.Namespace) -> int:
     del x, y
     model, history = _train(args, rng, train, val)
     with np.errstate(over="ignore", invalid="ignore"):  # a diverged model may overflow
-        labels = predict(model, x_test)
+        labels = predict(model, x_test, batch_size=eval_batch(model))
     write_kaggle_submission(args.submission, labels)
     if not args.no_save:
         save(model, args.output)
     if args.plots is not None and val is not None:
         # The test CSV has no labels: the mistakes shown are the validation set's.
         x_val, y_val = val
-        for path in _write_plots(args.plots, model, history, x_val, y_val, predict(model, x_val)):
+        y_val_pred = predict(model, x_val, batch_size=eval_batch(model))
+        for path in _write_plots(args.plots, model, history, x_val, y_val, y_val_pred):
             if not args.quiet:
                 print(f"plot: {path}")
     print(f"wrote {len(labels)} predictions to {args.submission}")
