@@ -204,8 +204,10 @@ def _median_ms(fn: Callable[[], Any], repeats: int = 15) -> float:
 
 
 def profile() -> None:
-    """Forward and backward of every layer in one training step, then the pieces of
-    each convolution (im2col copy, products, col2im) timed on their own."""
+    """Forward and backward of every layer in one training step, in the order
+    ``Sequential`` runs them (each max-pool before the ReLU written in front of it;
+    rows keep the written index), then the pieces of each convolution (im2col copy,
+    products, col2im) timed on their own."""
     from handgrad.nn.conv import Conv2d
 
     x, y, _, _ = _data()
@@ -213,7 +215,9 @@ def profile() -> None:
     model = lenet(np.random.default_rng(0))
     loss = nn.CrossEntropyLoss()
     opt = optim.Adam(model.parameters(), lr=LR)
-    layers = list(model)
+    layers = model._order()  # what forward/backward run: not the written order
+    written = {id(layer): i for i, layer in enumerate(model)}
+    labels = [f"{written[id(layer)]} {type(layer).__name__}" for layer in layers]
     xb, yb = x[: ARGS.batch_size], y[: ARGS.batch_size]
     times: dict[str, list[float]] = {}
 
@@ -226,11 +230,11 @@ def profile() -> None:
     for _ in range(25):
         h = xb
         for i, layer in enumerate(layers):
-            h = timed(f"{i} {type(layer).__name__} forward", lambda: layer.forward(h))  # noqa: B023
+            h = timed(f"{labels[i]} forward", lambda: layer.forward(h))  # noqa: B023
         d = timed("loss forward+backward", lambda: (loss.forward(h, yb), loss.backward())[1])  # noqa: B023
         opt.zero_grad()
         for i in reversed(range(len(layers))):
-            name = f"{i} {type(layers[i]).__name__} backward"
+            name = f"{labels[i]} backward"
             if i == 0:
                 timed(name, lambda: layers[0].backward_params(d))  # noqa: B023
             else:
@@ -370,8 +374,8 @@ def main() -> int:
             rows.append([*timing_row(name, ts, base), "-"])
             continue
         rows.append([*timing_row(name, ts, base), f"{np.mean(predict_fn(xt) == yt):.2%}"])
-        secs = [_median_ms(lambda: predict_fn(xt), 1) / 1e3 for _ in range(3)]  # noqa: B023
-        infer_rows.append([name, f"{len(xt) / statistics.median(secs):,.0f} images/s"])
+        secs = _median_ms(lambda: predict_fn(xt), 3) / 1e3  # noqa: B023
+        infer_rows.append([name, f"{len(xt) / secs:,.0f} images/s"])
     print(
         f"LeNet (conv 32 3x3, pool, conv 64 3x3, pool, fc 128, fc 10), Adam {LR:g}, batch "
         f"{ARGS.batch_size}, {len(x):,} images, {ARGS.rounds} epochs each, {ARGS.threads} "

@@ -1,13 +1,18 @@
-"""The benchmark script runs and reports every contender it can import (a tiny run)."""
+"""The benchmark scripts run and report every contender they can import (tiny runs)."""
 
 from __future__ import annotations
 
 import importlib.util
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_mlp.py"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+SCRIPT = BENCHMARKS / "bench_mlp.py"
+CNN_SCRIPT = BENCHMARKS / "bench_cnn.py"
+MS = re.compile(r"^\d+\.\d\d$")  # a time in milliseconds, as the tables print it
 
 
 def test_bench_mlp_reports_each_contender() -> None:
@@ -29,3 +34,137 @@ def test_bench_mlp_reports_each_contender() -> None:
     assert "| handgrad | " in rows["handgrad"] and "1.00x" in rows["handgrad"]
     accuracy = float(rows["handgrad"].split("|")[7].strip().rstrip("%"))
     assert accuracy > 70  # two epochs on 1,024 images
+
+
+# -- bench_cnn.py ---------------------------------------------------------------------
+
+
+def run_bench_cnn(*args: str, data: Path) -> subprocess.CompletedProcess[str]:
+    """bench_cnn.py on one thread with Markdown tables, on the MNIST files in ``data``."""
+    return subprocess.run(
+        [sys.executable, str(CNN_SCRIPT), "--threads", "1", "--markdown", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+        env={**os.environ, "HANDGRAD_DATA": str(data)},
+    )
+
+
+def markdown_tables(text: str) -> list[tuple[list[str], dict[str, list[str]]]]:
+    """Every Markdown table in ``text``: its head, and its rows keyed by the first cell."""
+    tables: list[tuple[list[str], dict[str, list[str]]]] = []
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if not line.startswith("| ") or (i > 0 and lines[i - 1].startswith("|")):
+            continue
+        block = []
+        for row in lines[i:]:
+            if not row.startswith("|"):
+                break
+            block.append([cell.strip() for cell in row.strip()[1:-1].split("|")])
+        head, rule, *rows = block
+        assert set(rule) <= {"---", "---:"}, block
+        assert all(len(r) == len(head) for r in rows), block
+        keyed = {r[0]: r[1:] for r in rows}
+        assert len(keyed) == len(rows), f"repeated row names in {block}"
+        tables.append((head, keyed))
+    return tables
+
+
+def test_bench_cnn_reports_each_contender_and_inference(small_mnist: Path) -> None:
+    proc = run_bench_cnn("--rounds", "1", "--train-size", "256", data=small_mnist)
+    (head, rows), (infer_head, infer_rows) = markdown_tables(proc.stdout)
+    assert head == [
+        "contender",
+        "median epoch",
+        "fastest",
+        "slowest",
+        "all epochs",
+        "vs handgrad",
+        "test accuracy",
+    ]
+    expected = {"handgrad", "GEMM floor"}
+    if importlib.util.find_spec("torch") is not None:
+        expected.add("PyTorch")
+    else:
+        assert "skipping PyTorch" in proc.stderr
+    assert set(rows) == expected, proc.stdout
+    assert rows["handgrad"][4] == "1.00x"
+    for name, (median, fastest, slowest, total, ratio, accuracy) in rows.items():
+        for cell in (median, fastest, slowest):
+            assert re.fullmatch(r"\d+\.\d{3} s", cell), (name, cell)
+        assert re.fullmatch(r"\d+\.\d\d s", total), (name, total)
+        assert re.fullmatch(r"\d+\.\d\dx", ratio), (name, ratio)
+        if name == "GEMM floor":
+            assert accuracy == "-"  # no model, nothing to test
+        else:
+            assert 0 <= float(accuracy.rstrip("%")) <= 100, (name, accuracy)
+
+    assert "Inference on the 500 test images in batches of 1000" in proc.stdout
+    assert infer_head == ["contender", "throughput"]
+    assert set(infer_rows) == expected - {"GEMM floor"}
+    for name, (throughput,) in infer_rows.items():
+        assert re.fullmatch(r"[\d,]+ images/s", throughput), (name, throughput)
+        assert int(throughput.split()[0].replace(",", "")) > 0
+
+
+def test_bench_cnn_profile_times_every_layer_in_the_order_it_runs(small_mnist: Path) -> None:
+    proc = run_bench_cnn("--profile", "--batch-size", "16", "--train-size", "256", data=small_mnist)
+    assert "LeNet training step, batch 16, 1 thread(s)" in proc.stdout
+    (head, rows), (pieces_head, pieces) = markdown_tables(proc.stdout)
+    assert head == ["layer", "ms (median of 20)"]
+    # Sequential pools before the ReLU written in front of each pool; rows keep the
+    # written index, so "2 MaxPool2d" runs before "1 ReLU"
+    forward = ["0 Conv2d", "2 MaxPool2d", "1 ReLU", "3 Conv2d", "5 MaxPool2d", "4 ReLU"]
+    forward += ["6 Flatten", "7 Linear", "8 ReLU", "9 Linear"]
+    assert list(rows) == [
+        *(f"{layer} forward" for layer in forward),
+        "loss forward+backward",
+        *(f"{layer} backward" for layer in reversed(forward)),
+        "Adam step",
+        "whole step (sum)",
+    ]
+    kinds = {name.split()[1] for name in rows if name[0].isdigit()}
+    assert kinds == {"Conv2d", "ReLU", "MaxPool2d", "Flatten", "Linear"}
+    times = {name: float(ms) for name, (ms,) in rows.items() if MS.fullmatch(ms)}
+    assert len(times) == len(rows)
+    whole = times.pop("whole step (sum)")
+    assert whole > 0
+    assert abs(sum(times.values()) - whole) <= 0.005 * len(times) + 1e-9  # rounding only
+
+    assert pieces_head == ["piece", "ms (median of 15)"]
+    parts = [
+        "im2col copy",
+        "forward GEMM",
+        "weight-gradient GEMM",
+        "bias gradient",
+        "dcols GEMM",
+        "dcols GEMMs + col2im, by offset",
+    ]
+    assert list(pieces) == [
+        f"{conv} {p}" for conv in ("Conv2d(1, 32)", "Conv2d(32, 64)") for p in parts
+    ]
+    assert all(MS.fullmatch(ms) for (ms,) in pieces.values()), pieces
+
+
+def test_bench_cnn_layouts_table(small_mnist: Path) -> None:
+    proc = run_bench_cnn("--layouts", "--batch-size", "16", data=small_mnist)
+    assert "Conv2d(32, 64, 3) on (16, 32, 13, 13): im2col + GEMM, one thread" in proc.stdout
+    ((head, rows),) = markdown_tables(proc.stdout)
+    assert head == ["layout", "ms (median of 15)"]
+    assert list(rows) == [
+        "NCHW memory, patch rows (C, KH, KW)",
+        "NCHW memory, patch columns",
+        "NHWC memory, patch rows (KH, KW, C)",
+    ]
+    assert all(MS.fullmatch(ms) and float(ms) > 0 for (ms,) in rows.values()), rows
+
+
+def test_bench_cnn_chunks_table(small_mnist: Path) -> None:
+    proc = run_bench_cnn("--chunks", "--batch-size", "16", "--train-size", "256", data=small_mnist)
+    assert "LeNet training step, batch 16, 1 thread(s)" in proc.stdout
+    ((head, rows),) = markdown_tables(proc.stdout)
+    assert head == ["images per chunk", "ms per step (median of 30)"]
+    assert list(rows) == ["8", "16", "32", "64", "128"]
+    assert all(MS.fullmatch(ms) and float(ms) > 0 for (ms,) in rows.values()), rows

@@ -275,12 +275,14 @@ class Sequential(Module):
         return modules[index]
 
     def _order(self) -> list[Module]:
-        """The modules in the order they compute: a ReLU directly followed by an
-        unpadded MaxPool2d runs after it instead. Max-pooling and ReLU commute
-        (both are monotone), and so do their gradients, to the bit: in a window
-        whose maximum is positive both send its gradient to the same first
-        maximum, and in any other window both send zeros. The ReLU then sees a
-        quarter of the values of a 2x2 pooling's input."""
+        """The modules in the order they compute: a ReLU directly followed by a
+        MaxPool2d whose windows neither overlap nor reach into padding runs after
+        it instead. Max-pooling and ReLU commute (both are monotone), and so do
+        their gradients, to the bit: in a window whose maximum is positive both
+        send its gradient to the same first maximum, and in any other window both
+        send zeros. (Overlapping windows would add a -0.0 where the written order
+        has +0.0, so they keep the written order.) The ReLU then sees a quarter of
+        the values of a 2x2 pooling's input."""
         from handgrad.nn.activations import ReLU
         from handgrad.nn.pooling import MaxPool2d
 
@@ -288,7 +290,7 @@ class Sequential(Module):
         i = 0
         while i < len(modules) - 1:
             a, b = modules[i], modules[i + 1]
-            if type(a) is ReLU and type(b) is MaxPool2d and b.padding == (0, 0):
+            if type(a) is ReLU and type(b) is MaxPool2d and b.commutes_with_relu():
                 modules[i], modules[i + 1] = b, a
                 i += 1
             i += 1

@@ -320,6 +320,14 @@ class MaxPool2d(_Pool2d):
         self._out_shape = out.shape
         return out
 
+    def commutes_with_relu(self) -> bool:
+        """True when the windows neither overlap nor reach into padding: then this
+        pooling and a ReLU before it may swap places with bit-identical results
+        (``Sequential`` does it)."""
+        spans = [self.dilation[a] * (self.kernel_size[a] - 1) + 1 for a in (0, 1)]
+        disjoint = self.stride[0] >= spans[0] and self.stride[1] >= spans[1]
+        return disjoint and self.padding == (0, 0)
+
     def backward(self, dout: np.ndarray) -> np.ndarray:
         if self._out_shape is not None and self._cache is None:
             raise RuntimeError(
