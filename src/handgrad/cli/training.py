@@ -147,8 +147,9 @@ def add_training_options(p: argparse.ArgumentParser, output: str = "mnist-mlp.np
     g.add_argument(
         "--val-fraction",
         type=fraction,
-        default=0.1,
-        help="share of training data held out for validation (default: 0.1; 0 = none)",
+        default=None,
+        help="share of training data held out for validation (default: 0.1; 0 for cnn, "
+        "which trains on all of it; 0 = none)",
     )
     g.add_argument(
         "--patience",
