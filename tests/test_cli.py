@@ -228,7 +228,7 @@ def test_help_is_friendly(capsys: pytest.CaptureFixture[str]) -> None:
         assert "HANDGRAD_DEBUG=1" in text
     text = " ".join(_help(["train"], capsys).split())  # undo the line wrapping
     assert "step: x0.1 every third of the epochs" in text and "constant: --lr throughout" in text
-    assert "(default:kaggle-mlp.npz)" in "".join(_help(["kaggle"], capsys).split())
+    assert "(default:kaggle-mlp.npz,or" in "".join(_help(["kaggle"], capsys).split())
 
 
 def test_every_option_states_its_default() -> None:

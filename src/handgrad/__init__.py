@@ -2,7 +2,6 @@
 
 >>> import numpy as np
 >>> from handgrad import nn, optim
-from handgrad._parallel import get_num_threads, set_num_threads
 >>> model = nn.Sequential(nn.Linear(784, 128, rng=0), nn.ReLU(), nn.Linear(128, 10, rng=1))
 >>> optimizer = optim.Adam(model.parameters(), lr=1e-3)
 """

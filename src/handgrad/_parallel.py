@@ -43,13 +43,13 @@ def get_num_threads() -> int:
 def set_num_threads(n: int) -> None:
     """Use ``n`` threads in the batch-parallel kernels (1: run everything inline)."""
     global _threads, _pool
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
         raise ValueError(f"the number of threads must be a positive int, got {n!r}")
     with _lock:
         if n != _threads and _pool is not None:
             _pool.shutdown(wait=True)
             _pool = None
-        _threads = n
+        _threads = int(n)
 
 
 def available_cpus() -> int:
@@ -81,17 +81,16 @@ def map_chunks(fn: Callable[[int, int], T], n: int, size: int | None = None) -> 
     runs = min(_threads, len(bounds))
     if runs <= 1:
         return [fn(lo, hi) for lo, hi in bounds]
-    with _lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(_threads - 1, thread_name_prefix="handgrad")
-        pool = _pool
     cuts = [len(bounds) * r // runs for r in range(runs + 1)]
     groups = [bounds[cuts[r] : cuts[r + 1]] for r in range(runs)]
 
     def run(group: list[tuple[int, int]]) -> list[T]:
         return [fn(lo, hi) for lo, hi in group]
 
-    futures = [pool.submit(run, group) for group in groups[1:]]
+    with _lock:  # submitted under the lock: set_num_threads cannot shut the pool in between
+        if _pool is None:
+            _pool = ThreadPoolExecutor(_threads - 1, thread_name_prefix="handgrad")
+        futures = [_pool.submit(run, group) for group in groups[1:]]
     try:
         results = run(groups[0])
     finally:

@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=Path("submission.csv"),
         help="where to write ImageId,Label (default: submission.csv)",
     )
-    add_training_options(p, output="kaggle-mlp.npz")
+    add_training_options(p, output="kaggle")
     p.set_defaults(func=cmd_kaggle)
 
     p = sub.add_parser("gradcheck", help="check every layer's backward against numeric gradients")

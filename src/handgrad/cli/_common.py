@@ -115,9 +115,22 @@ def eval_batch(model: Any) -> int:
     return 500 if any(isinstance(m, Conv2d) for m in model.modules()) else 2000
 
 
+def _first_layer(model: Any) -> Any:
+    """The first module that computes something (containers and Flatten passed over)."""
+    from handgrad.nn.layers import Flatten, Identity
+    from handgrad.nn.module import Sequential
+
+    for module in model.modules():
+        if not isinstance(module, (Sequential, Flatten, Identity)):
+            return module
+    return None
+
+
 def input_features(model: Any) -> int | None:
     """How many numbers one sample must have: the size the first ``Unflatten`` splits
-    (a convolutional recipe) or the first ``Linear``'s input width (an MLP)."""
+    (a convolutional recipe) or the first ``Linear``'s input width (an MLP); None for
+    a network that starts with a convolution (any image size fits it)."""
+    from handgrad.nn.conv import Conv2d
     from handgrad.nn.layers import Linear, Unflatten
 
     for module in model.modules():
@@ -125,7 +138,25 @@ def input_features(model: Any) -> int | None:
             return math.prod(module.unflattened_size)
         if isinstance(module, Linear):
             return module.in_features
+        if isinstance(module, Conv2d):
+            return None
     return None
+
+
+def model_images(model: Any, x: np.ndarray) -> np.ndarray:
+    """``x`` as the model takes it: a network that starts with a convolution gets the
+    channel axis that grayscale ``(N, H, W)`` images lack (a view)."""
+    from handgrad.nn.conv import Conv2d
+
+    first = _first_layer(model)
+    if isinstance(first, Conv2d) and x.ndim == 3:
+        if first.in_channels != 1:
+            raise CommandError(
+                f"the model expects {first.in_channels}-channel images, the data has "
+                "1-channel (grayscale) images"
+            )
+        return x[:, None]
+    return x
 
 
 def check_input_size(model: Any, shape: tuple[int, ...], what: str) -> None:

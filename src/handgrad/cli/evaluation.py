@@ -13,6 +13,7 @@ from handgrad.cli._common import (
     check_input_size,
     eval_batch,
     load_mnist_for,
+    model_images,
     output_classes,
     require,
 )
@@ -33,7 +34,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             "outputs: it was trained on another dataset"
         )
     num_classes = classes or int(data.y_test.max()) + 1
-    y_pred = predict(model, data.x_test, batch_size=eval_batch(model))
+    y_pred = predict(model, model_images(model, data.x_test), batch_size=eval_batch(model))
     print(f"test accuracy {accuracy(data.y_test, y_pred):.2%} on {len(y_pred)} images")
     cm = confusion_matrix(data.y_test, y_pred, num_classes=num_classes)
     print("\nconfusion matrix (rows: true, columns: predicted)")
@@ -60,7 +61,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             digit = preprocess_digit(load_image(path))
         except ImageError as exc:
             raise CommandError(str(exc) if path in str(exc) else f"{path}: {exc}") from exc
-        probs = predict_proba(model, digit[None])[0]
+        probs = predict_proba(model, model_images(model, digit[None]))[0]
         top = np.argsort(probs)[::-1][:3]
         alternatives = ", ".join(f"{k} {probs[k]:.1%}" for k in top[1:])
         print(f"{path}: {top[0]} ({probs[top[0]]:.1%}; then {alternatives})")

@@ -59,7 +59,7 @@ AFTER_TRAINING_SECONDS = 0.5
 PLOT_SECONDS = 3.0
 
 
-def add_training_options(p: argparse.ArgumentParser, output: str = "mnist-mlp.npz") -> None:
+def add_training_options(p: argparse.ArgumentParser, output: str = "mnist") -> None:
     from handgrad.recipes import ACTIVATIONS, MODELS, OPTIMIZERS, SCHEDULES
 
     g = p.add_argument_group("model")
@@ -185,8 +185,9 @@ def add_training_options(p: argparse.ArgumentParser, output: str = "mnist-mlp.np
         "--output",
         "-o",
         type=Path,
-        default=Path(output),
-        help=f"where to save the trained model (default: {output})",
+        default=None,
+        help=f"where to save the trained model (default: {output}-mlp.npz, or "
+        f"{output}-lenet.npz / {output}-cnn.npz with --model)",
     )
     g.add_argument("--no-save", action="store_true", help="do not save the model")
     g.add_argument(
@@ -227,6 +228,21 @@ def _fit_quietly(*fit_args: Any, **fit_kwargs: Any) -> Any:
         return fit(*fit_args, **fit_kwargs)
 
 
+def _testing_seconds(model: Any, x: np.ndarray, test_size: int) -> float:
+    """A generous estimate of the time testing ``test_size`` images will take, from
+    timing the model on a few: a convolutional network needs seconds for MNIST's
+    10,000 (an MLP a fraction of a second, inside ``AFTER_TRAINING_SECONDS``)."""
+    from handgrad.nn.conv import Conv2d
+    from handgrad.train import predict
+
+    if test_size <= 0 or not any(isinstance(m, Conv2d) for m in model.modules()):
+        return 0.0
+    sample = x[: min(len(x), 256)]
+    t0 = time.perf_counter()
+    predict(model, sample, batch_size=eval_batch(model))
+    return 1.5 * (time.perf_counter() - t0) * test_size / len(sample)
+
+
 MLP_OPTIONS = {
     "hidden": ("--hidden", [128]),
     "activation": ("--activation", "relu"),
@@ -248,6 +264,8 @@ def resolve_model_options(args: argparse.Namespace) -> None:
     for name, default in MODEL_DEFAULTS[args.model].items():
         if getattr(args, name) is None:
             setattr(args, name, default)
+    if args.output is None:
+        args.output = Path(f"{'kaggle' if args.command == 'kaggle' else 'mnist'}-{args.model}.npz")
 
 
 def _build_model(
@@ -315,6 +333,7 @@ def _train(
         # The limit is for the whole command: counted from its start, with room kept
         # for testing and saving afterwards (and for matplotlib, when plotting).
         margin = AFTER_TRAINING_SECONDS + (PLOT_SECONDS if args.plots else 0.0)
+        margin += _testing_seconds(model, x, getattr(args, "test_size", 0))
         callbacks.append(TimeLimit(args.time_limit, margin=margin, start=args.start_time))
     if args.patience:
         if val is None:
@@ -401,6 +420,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     data = load_mnist_for(args)
     x_test, y_test = data.x_test, data.y_test
+    args.test_size = len(x_test)
     rng, train, val = _split(args, data.x_train, data.y_train)
     del data  # the unsplit training set (47 MB of MNIST): only the split copies are used
     model, history = _train(args, rng, train, val)
@@ -460,6 +480,10 @@ def cmd_kaggle(args: argparse.Namespace) -> int:
             f"{args.test_csv} has {x_test.shape[1]} pixel columns but {args.train_csv} has "
             f"{x.shape[1]}"
         )
+    side = math.isqrt(x.shape[1])
+    if side * side == x.shape[1]:  # flat rows of square images: image-shaped, for
+        x, x_test = x.reshape(-1, side, side), x_test.reshape(-1, side, side)  # augmentation
+    args.test_size = len(x_test)
     rng, train, val = _split(args, x, y)
     del x, y
     model, history = _train(args, rng, train, val)

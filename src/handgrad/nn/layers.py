@@ -186,7 +186,7 @@ class Dropout(Module):
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         shape = self._cached(self._shape)
-        check_same_shape(dout, shape, "Dropout.backward")
+        check_same_shape(dout, shape, f"{type(self).__name__}.backward")
         if self._mask is None:
             return dout
         return dout * self._mask

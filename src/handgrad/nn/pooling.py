@@ -314,6 +314,14 @@ class MaxPool2d(_Pool2d):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         check_4d(x, "MaxPool2d.forward")
+        pool_geometry(
+            x.shape[2:],
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.dilation,
+            "MaxPool2d.forward",
+        )
         out, self._cache = maxpool2d_forward(
             x, self.kernel_size, self.stride, self.padding, self.dilation, need_grad=self.training
         )
@@ -368,7 +376,9 @@ class AvgPool2d(_Pool2d):
     ) -> None:
         super().__init__(kernel_size, stride, padding)
         if divisor_override is not None and (
-            not isinstance(divisor_override, (int, np.integer)) or divisor_override < 1
+            not isinstance(divisor_override, (int, np.integer))
+            or isinstance(divisor_override, bool)
+            or divisor_override < 1
         ):
             raise ValueError(
                 f"AvgPool2d: divisor_override must be a positive int, got {divisor_override!r}"
@@ -378,6 +388,9 @@ class AvgPool2d(_Pool2d):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         check_4d(x, "AvgPool2d.forward")
+        pool_geometry(
+            x.shape[2:], self.kernel_size, self.stride, self.padding, (1, 1), "AvgPool2d.forward"
+        )
         out, self._cache = avgpool2d_forward(
             x,
             self.kernel_size,
