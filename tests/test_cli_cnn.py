@@ -113,6 +113,48 @@ def test_threads_are_restored_after_an_in_process_run(
     assert _parallel._threads == before
 
 
+def test_evaluate_and_predict_a_cnn_that_starts_with_a_convolution(
+    small_mnist: Path, tmp_path: Path
+) -> None:
+    """No Flatten/Unflatten in front: the command adds the channel axis itself."""
+    from PIL import Image
+
+    from handgrad import nn, save
+
+    rng = np.random.default_rng(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3, rng=rng), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(), nn.Linear(4, 10, rng=rng),
+    )  # fmt: skip
+    save(model, tmp_path / "conv-first.npz")
+    code, text = _run(
+        ["evaluate", str(tmp_path / "conv-first.npz"), "--data-dir", str(small_mnist)]
+    )
+    assert code == 0 and "test accuracy" in text, text
+    Image.fromarray(255 - load_mnist().x_test[0]).save(tmp_path / "digit.png")
+    code, text = _run(["predict", str(tmp_path / "conv-first.npz"), str(tmp_path / "digit.png")])
+    assert code == 0, text
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, rng=rng), nn.Flatten())
+    save(model, tmp_path / "rgb.npz")
+    code, text = _run(["evaluate", str(tmp_path / "rgb.npz"), "--data-dir", str(small_mnist)])
+    assert code == 2 and "expects 3-channel images" in text, text
+
+
+def test_kaggle_trains_an_augmented_cnn_on_flat_rows(tmp_path: Path) -> None:
+    d = load_mnist()
+    rows = [",".join(["label"] + [f"pixel{i}" for i in range(784)])]
+    rows += [",".join(map(str, [d.y_train[i], *d.x_train[i].ravel()])) for i in range(300)]
+    (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
+    test_rows = [",".join(f"pixel{i}" for i in range(784))]
+    test_rows += [",".join(map(str, d.x_test[i].ravel())) for i in range(10)]
+    (tmp_path / "test.csv").write_text("\n".join(test_rows) + "\n")
+    sub = tmp_path / "submission.csv"
+    argv = ["kaggle", str(tmp_path / "train.csv"), str(tmp_path / "test.csv"), "--model", "cnn"]
+    code, text = _run([*argv, "--epochs", "1", "--submission", str(sub), "--no-save"])
+    assert code == 0 and "augmented" in text, text
+    assert len(sub.read_text().splitlines()) == 11
+
+
 def test_kaggle_trains_a_lenet_on_flat_rows(tmp_path: Path) -> None:
     d = load_mnist()
     rows = [",".join(["label"] + [f"pixel{i}" for i in range(784)])]
