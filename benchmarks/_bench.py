@@ -6,12 +6,49 @@ read their thread count from the environment when they load.
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
+
+TIMING_HEAD = (
+    "contender",
+    "median epoch",
+    "fastest",
+    "slowest",
+    "all epochs",
+    "vs handgrad",
+    "test accuracy",
+)
+
+
+def add_common_arguments(p: argparse.ArgumentParser, rounds: int, threads_help: str) -> None:
+    """The options every benchmark script takes."""
+    p.add_argument(
+        "--rounds", type=int, default=rounds, help=f"epochs per contender (default: {rounds})"
+    )
+    p.add_argument("--threads", type=int, default=2, help=f"{threads_help} (default: 2)")
+    p.add_argument("--batch-size", type=int, default=128, help="samples per step (default: 128)")
+    p.add_argument(
+        "--train-size", type=int, default=60000, help="training images used (default: all 60,000)"
+    )
+    p.add_argument("--markdown", action="store_true", help="also print Markdown tables")
+
+
+def make_contenders(factories: dict[str, Callable[..., Any]], *data: Any) -> dict[str, Any]:
+    """``factory(*data)`` for each contender; one whose package is missing is skipped,
+    and said so on stderr."""
+    made = {}
+    for name, make in factories.items():
+        try:
+            made[name] = make(*data)
+        except ImportError as exc:
+            print(f"skipping {name}: {exc}", file=sys.stderr)
+    return made
 
 
 def pin_threads(n: int) -> None:

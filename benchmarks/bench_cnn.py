@@ -31,20 +31,23 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from _bench import alternate, pin_threads, print_table, timing_row, versions
+from _bench import (
+    TIMING_HEAD,
+    add_common_arguments,
+    alternate,
+    make_contenders,
+    pin_threads,
+    print_table,
+    timing_row,
+    versions,
+)
 
 
 def _parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--rounds", type=int, default=5, help="epochs per contender (default: 5)")
-    p.add_argument("--threads", type=int, default=2, help="threads per contender (default: 2)")
-    p.add_argument("--batch-size", type=int, default=128, help="samples per step (default: 128)")
-    p.add_argument(
-        "--train-size", type=int, default=60000, help="training images used (default: all 60,000)"
-    )
-    p.add_argument("--markdown", action="store_true", help="also print Markdown tables")
+    add_common_arguments(p, rounds=5, threads_help="threads per contender")
     p.add_argument("--profile", action="store_true", help="per-layer profile of one step instead")
     p.add_argument("--layouts", action="store_true", help="NCHW vs NHWC im2col+GEMM instead")
     p.add_argument("--chunks", action="store_true", help="compare chunk sizes instead")
@@ -359,12 +362,7 @@ def main() -> int:
         chunk_sizes()
         return 0
     x, y, xt, yt = _data()
-    contenders: dict[str, tuple[Epoch, Predict | None]] = {}
-    for name, make in CONTENDERS.items():
-        try:
-            contenders[name] = make(x, y)
-        except ImportError as exc:
-            print(f"skipping {name}: {exc}", file=sys.stderr)
+    contenders: dict[str, tuple[Epoch, Predict | None]] = make_contenders(CONTENDERS, x, y)
     times = alternate({name: run for name, (run, _) in contenders.items()}, ARGS.rounds)
     base = statistics.median(times["handgrad"])
     rows, infer_rows = [], []
@@ -381,16 +379,7 @@ def main() -> int:
         f"{ARGS.batch_size}, {len(x):,} images, {ARGS.rounds} epochs each, {ARGS.threads} "
         f"thread(s), contenders alternating; {versions()}"
     )
-    head = [
-        "contender",
-        "median epoch",
-        "fastest",
-        "slowest",
-        "all epochs",
-        "vs handgrad",
-        "test accuracy",
-    ]
-    print_table(head, rows, ARGS.markdown)
+    print_table(TIMING_HEAD, rows, ARGS.markdown)
     print(f"\nInference on the {len(xt):,} test images in batches of {EVAL_BATCH}:")
     print_table(["contender", "throughput"], infer_rows, ARGS.markdown)
     return 0

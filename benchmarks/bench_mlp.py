@@ -27,20 +27,23 @@ import statistics
 import sys
 from collections.abc import Callable
 
-from _bench import alternate, pin_threads, print_table, timing_row, versions
+from _bench import (
+    TIMING_HEAD,
+    add_common_arguments,
+    alternate,
+    make_contenders,
+    pin_threads,
+    print_table,
+    timing_row,
+    versions,
+)
 
 
 def _parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--rounds", type=int, default=7, help="epochs per contender (default: 7)")
-    p.add_argument("--threads", type=int, default=2, help="BLAS / intra-op threads (default: 2)")
-    p.add_argument("--batch-size", type=int, default=128, help="samples per step (default: 128)")
-    p.add_argument(
-        "--train-size", type=int, default=60000, help="training images used (default: all 60,000)"
-    )
-    p.add_argument("--markdown", action="store_true", help="also print a Markdown table")
+    add_common_arguments(p, rounds=7, threads_help="BLAS / intra-op threads")
     return p.parse_args(argv)
 
 
@@ -160,12 +163,7 @@ CONTENDERS: dict[str, Callable[[np.ndarray, np.ndarray], tuple[Epoch, Predict | 
 
 def main() -> int:
     x, y, xt, yt = _data()
-    contenders: dict[str, tuple[Epoch, Predict | None]] = {}
-    for name, make in CONTENDERS.items():
-        try:
-            contenders[name] = make(x, y)
-        except ImportError as exc:
-            print(f"skipping {name}: {exc}", file=sys.stderr)
+    contenders: dict[str, tuple[Epoch, Predict | None]] = make_contenders(CONTENDERS, x, y)
     times = alternate({name: run for name, (run, _) in contenders.items()}, ARGS.rounds)
     base = statistics.median(times["handgrad"])
     rows = []
@@ -178,16 +176,7 @@ def main() -> int:
         f"{len(x):,} images, {ARGS.rounds} epochs each, {ARGS.threads} BLAS threads, "
         f"contenders alternating; {versions()}"
     )
-    head = (
-        "contender",
-        "median epoch",
-        "fastest",
-        "slowest",
-        "all epochs",
-        "vs handgrad",
-        "test accuracy",
-    )
-    print_table(head, rows, ARGS.markdown)
+    print_table(TIMING_HEAD, rows, ARGS.markdown)
     return 0
 
 

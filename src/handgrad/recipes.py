@@ -115,7 +115,8 @@ def build_lenet(
     ``(N, C, H, W)`` batches: a ``Flatten``/``Unflatten`` pair in front shapes
     them into ``(N, C, H, W)`` (views, no copies).
     """
-    c, h, w = _image_shape(image_shape)
+    shape = _image_shape(image_shape)
+    c, h, w = shape
     g = as_generator(rng)
     for _ in range(2):  # conv 3x3 (valid), then pool 2
         h, w = output_size(h, 3, 1, 0, 1) // 2, output_size(w, 3, 1, 0, 1) // 2
@@ -123,7 +124,7 @@ def build_lenet(
         raise ValueError(f"LeNet needs images of at least 10x10 pixels, got {image_shape!r}")
     return Sequential(
         Flatten(),
-        Unflatten(1, (c, *_image_shape(image_shape)[1:])),
+        Unflatten(1, shape),
         Conv2d(c, 32, 3, rng=g, dtype=dtype),
         activations.ReLU(),
         MaxPool2d(2),
@@ -154,7 +155,8 @@ def build_cnn(
     Trained with augmentation (shifts, rotations, scalings) by ``handgrad train
     --model cnn``; see ``docs/cnn.md`` for how it was chosen and what it costs.
     """
-    c, h, w = _image_shape(image_shape)
+    shape = _image_shape(image_shape)
+    c, h, w = shape
     g = as_generator(rng)
     h, w = h // 2 // 2, w // 2 // 2  # two "same" convolutions, each followed by a pool
     h, w = output_size(h, 3, 1, 0, 1), output_size(w, 3, 1, 0, 1)  # the valid 3x3
@@ -170,7 +172,7 @@ def build_cnn(
 
     return Sequential(
         Flatten(),
-        Unflatten(1, (c, *_image_shape(image_shape)[1:])),
+        Unflatten(1, shape),
         *block(c, 32, "same"),
         MaxPool2d(2),
         *block(32, 64, "same"),

@@ -55,6 +55,11 @@ def pool_geometry(
     return oh, ow
 
 
+def windows_disjoint(kernel: Pair, stride: Pair, dilation: Pair) -> bool:
+    """True when no two windows share a pixel: the stride is at least the dilated span."""
+    return all(stride[a] >= dilation[a] * (kernel[a] - 1) + 1 for a in (0, 1))
+
+
 def _pads(padding: Pair) -> Pads:
     return (padding[0], padding[0], padding[1], padding[1])
 
@@ -131,10 +136,9 @@ def maxpool2d_backward(dout: np.ndarray, cache: tuple[Any, ...]) -> np.ndarray:
     """Each window's gradient to its one winning input. Shape: dout -> ``(N, C, H, W)``."""
     arg, padded_hw, kernel, stride, padding, dilation, out_hw = cache
     n, c = dout.shape[:2]
-    spans = [dilation[a] * (kernel[a] - 1) + 1 for a in (0, 1)]
     # Windows that do not overlap write each input pixel at most once; when they
     # also tile the padded input exactly, every pixel is written and no zeroing is needed.
-    disjoint = stride[0] >= spans[0] and stride[1] >= spans[1]
+    disjoint = windows_disjoint(kernel, stride, dilation)
     tiles = disjoint and dilation == (1, 1) and stride == kernel
     tiles = (
         tiles and out_hw[0] * stride[0] == padded_hw[0] and out_hw[1] * stride[1] == padded_hw[1]
@@ -332,8 +336,7 @@ class MaxPool2d(_Pool2d):
         """True when the windows neither overlap nor reach into padding: then this
         pooling and a ReLU before it may swap places with bit-identical results
         (``Sequential`` does it)."""
-        spans = [self.dilation[a] * (self.kernel_size[a] - 1) + 1 for a in (0, 1)]
-        disjoint = self.stride[0] >= spans[0] and self.stride[1] >= spans[1]
+        disjoint = windows_disjoint(self.kernel_size, self.stride, self.dilation)
         return disjoint and self.padding == (0, 0)
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
