@@ -10,10 +10,11 @@ import argparse
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TextIO
 
 TIMING_HEAD = (
     "contender",
@@ -37,6 +38,95 @@ def add_common_arguments(p: argparse.ArgumentParser, rounds: int, threads_help: 
         "--train-size", type=int, default=60000, help="training images used (default: all 60,000)"
     )
     p.add_argument("--markdown", action="store_true", help="also print Markdown tables")
+    p.add_argument("--worker", help=argparse.SUPPRESS)  # internal: serve one contender
+
+
+# -- contenders in processes of their own -----------------------------------------
+
+PROTOCOL = "@@bench "  # prefix of the lines a worker answers with; other output is passed on
+
+
+def serve(run: Callable[[int], None], predict: Callable[[], tuple[float, ...]] | None) -> int:
+    """The worker's side: answer ``epoch R`` with the seconds ``run(R)`` took, and
+    ``predict`` with the numbers ``predict()`` returns, until ``quit``."""
+    print(PROTOCOL + "ready", flush=True)
+    for line in sys.stdin:
+        command, *rest = line.split()
+        if command == "epoch":
+            t0 = time.perf_counter()
+            run(int(rest[0]))
+            print(f"{PROTOCOL}{time.perf_counter() - t0!r}", flush=True)
+        elif command == "predict":
+            answer = "none" if predict is None else " ".join(map(repr, predict()))
+            print(PROTOCOL + answer, flush=True)
+        else:
+            break
+    return 0
+
+
+class Worker:
+    """One contender in a process of its own, driven over pipes: the script run again
+    with its own arguments and ``--worker NAME``.
+
+    Each contender gets a fresh process, as its users would run it: in one shared
+    process the libraries changed each other's speed. glibc's malloc decides from
+    the history of the whole process whether big arrays come back as fresh pages
+    (each zeroed on first touch by the kernel), and one library's idle threads can
+    still be spinning while the other works. Measured on LeNet at 2 threads: PyTorch
+    took 16.7 s per epoch in a process shared with handgrad and 19.3-20.9 s alone,
+    with ~6,000 page faults per step.
+    """
+
+    def __init__(self, script: str, name: str) -> None:
+        argv = [a for a in sys.argv[1:] if a != "--markdown"]
+        self.name = name
+        self.proc = subprocess.Popen(
+            [sys.executable, script, *argv, "--worker", name],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+        )
+        self.skipped = self._answer() != "ready"
+
+    def _answer(self) -> str:
+        out: TextIO | None = self.proc.stdout
+        assert out is not None
+        for line in out:
+            if line.startswith(PROTOCOL):
+                return line[len(PROTOCOL) :].strip()
+            print(line, end="")  # the worker's own output
+        raise RuntimeError(f"benchmark worker {self.name!r} exited with {self.proc.wait()}")
+
+    def ask(self, command: str) -> str:
+        stdin = self.proc.stdin
+        assert stdin is not None
+        stdin.write(command + "\n")
+        stdin.flush()
+        return self._answer()
+
+    def epoch(self, r: int) -> float:
+        return float(self.ask(f"epoch {r}"))
+
+    def close(self) -> None:
+        if self.proc.poll() is None and self.proc.stdin is not None:
+            self.proc.stdin.write("quit\n")
+            self.proc.stdin.close()
+        self.proc.wait()
+
+
+def start_workers(script: str, names: Sequence[str]) -> dict[str, Worker]:
+    """A :class:`Worker` per contender; one whose package is missing is skipped
+    (its worker says why on stderr)."""
+    workers = {}
+    for name in names:
+        worker = Worker(script, name)
+        if worker.skipped:
+            worker.close()
+            print(f"skipping {name}", file=sys.stderr)
+        else:
+            workers[name] = worker
+    return workers
 
 
 def make_contenders(factories: dict[str, Callable[..., Any]], *data: Any) -> dict[str, Any]:
@@ -57,8 +147,11 @@ def pin_threads(n: int) -> None:
         os.environ[var] = str(n)
 
 
-def alternate(contenders: dict[str, Callable[[int], None]], rounds: int) -> dict[str, list[float]]:
-    """Seconds of ``run(round)`` per contender and round. The contenders alternate
+def alternate(
+    contenders: dict[str, Callable[[int], float | None]], rounds: int
+) -> dict[str, list[float]]:
+    """Seconds of ``run(round)`` per contender and round (the seconds ``run`` returns,
+    when it measures them itself, as a :class:`Worker` does). The contenders alternate
     within every round (forward order in even rounds, reverse in odd ones), so slow
     and fast moments of a noisy machine fall on all of them."""
     times: dict[str, list[float]] = {name: [] for name in contenders}
@@ -66,8 +159,8 @@ def alternate(contenders: dict[str, Callable[[int], None]], rounds: int) -> dict
         names = list(contenders) if r % 2 == 0 else list(reversed(contenders))
         for name in names:
             t0 = time.perf_counter()
-            contenders[name](r)
-            times[name].append(time.perf_counter() - t0)
+            measured = contenders[name](r)
+            times[name].append(time.perf_counter() - t0 if measured is None else measured)
     return times
 
 

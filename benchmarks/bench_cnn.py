@@ -32,12 +32,14 @@ from collections.abc import Callable
 from typing import Any
 
 from _bench import (
+    PROTOCOL,
     TIMING_HEAD,
     add_common_arguments,
     alternate,
-    make_contenders,
     pin_threads,
     print_table,
+    serve,
+    start_workers,
     timing_row,
     versions,
 )
@@ -63,6 +65,7 @@ import handgrad  # noqa: E402
 from handgrad import _parallel, nn, optim  # noqa: E402
 from handgrad._blas import set_blas_threads  # noqa: E402
 from handgrad.data import load_mnist  # noqa: E402
+from handgrad.nn.fused import ConvMaxPool  # noqa: E402
 from handgrad.train import fit, predict  # noqa: E402
 
 Epoch = Callable[[int], None]
@@ -206,13 +209,20 @@ def _median_ms(fn: Callable[[], Any], repeats: int = 15) -> float:
     return 1e3 * statistics.median(ts)
 
 
+def _label(layer: Any, written: dict[int, int]) -> str:
+    """``"<written index> <class>"``; a fused convolution names the modules it runs."""
+    parts = [layer] if not isinstance(layer, ConvMaxPool) else [layer.conv, layer.pool]
+    if isinstance(layer, ConvMaxPool) and layer.relu is not None:
+        parts.insert(1, layer.relu)
+    index = "+".join(str(written[id(m)]) for m in parts)
+    return f"{index} {'+'.join(type(m).__name__ for m in parts)}"
+
+
 def profile() -> None:
     """Forward and backward of every layer in one training step, in the order
-    ``Sequential`` runs them (each max-pool before the ReLU written in front of it;
-    rows keep the written index), then the pieces of each convolution (im2col copy,
-    products, col2im) timed on their own."""
-    from handgrad.nn.conv import Conv2d
-
+    ``Sequential`` runs them (each Conv2d + ReLU + MaxPool2d fused into one step;
+    rows keep the written indices), then the pieces of each fused convolution
+    timed on their own."""
     x, y, _, _ = _data()
     _handgrad_threads()
     model = lenet(np.random.default_rng(0))
@@ -220,7 +230,7 @@ def profile() -> None:
     opt = optim.Adam(model.parameters(), lr=LR)
     layers = model._order()  # what forward/backward run: not the written order
     written = {id(layer): i for i, layer in enumerate(model)}
-    labels = [f"{written[id(layer)]} {type(layer).__name__}" for layer in layers]
+    labels = [_label(layer, written) for layer in layers]
     xb, yb = x[: ARGS.batch_size], y[: ARGS.batch_size]
     times: dict[str, list[float]] = {}
 
@@ -249,42 +259,81 @@ def profile() -> None:
     print(f"LeNet training step, batch {ARGS.batch_size}, {ARGS.threads} thread(s); {versions()}")
     print_table(["layer", "ms (median of 20)"], rows, ARGS.markdown)
 
-    print("\nInside each convolution, one thread, the whole batch at once:")
+    size = min(_parallel.CHUNK, ARGS.batch_size)
+    chunks = -(-ARGS.batch_size // size)
+    print(
+        f"\nInside each fused convolution, one thread: one chunk of {size} images, "
+        f"times {chunks} chunks (a step's worth):"
+    )
     set_blas_threads(1)
     handgrad.set_num_threads(1)
     rows = []
     h = xb
-    for layer in layers:
-        if isinstance(layer, Conv2d):
-            rows.extend(_conv_pieces(layer, h))
+    for i, layer in enumerate(layers):
+        if isinstance(layer, ConvMaxPool):
+            rows.extend(_fused_pieces(layer, h[:size], chunks, need_dx=i > 0))
         h = layer.forward(h)
-    print_table(["piece", "ms (median of 15)"], rows, ARGS.markdown)
+    print_table(["piece", "ms per step (median of 15)"], rows, ARGS.markdown)
 
 
-def _conv_pieces(layer: Any, h: np.ndarray) -> list[list[str]]:
-    """Time the im2col copy, the three products and col2im of one stride-1 convolution."""
-    from handgrad.nn.conv import column_sums, conv2d_data_grad, im2col
+def _fused_pieces(layer: Any, h: np.ndarray, chunks: int, need_dx: bool) -> list[list[str]]:
+    """Time each piece of a fused convolution's forward and backward on one chunk
+    (stride-1, unpadded LeNet convolutions)."""
+    from handgrad.nn import fused
 
-    c, hh, ww = h.shape[1:]
-    k = layer.kernel_size
-    out_hw = (hh - k[0] + 1, ww - k[1] + 1)
+    conv, (p, q) = layer.conv, layer.pool.kernel_size
+    w = conv.weight.data
+    c_out, c, kh, kw = w.shape
+    n, hh, ww = h.shape[0], h.shape[2] - kh + 1, h.shape[3] - kw + 1
+    pooled = (hh // p, ww // q)
+    width = max(kh * kw * c + 1, fused.MIN_WIDTH)
     xp = np.ascontiguousarray(h.transpose(0, 2, 3, 1))
-    cols = im2col(xp, k, out_hw, (1, 1), (1, 1))
-    w = layer.weight.data
-    w_mat = w.transpose(0, 2, 3, 1).reshape(w.shape[0], -1)
-    d2 = np.random.default_rng(0).standard_normal((len(cols), w.shape[0]), dtype=np.float32)
+    store: dict[object, np.ndarray] = {}
+
+    def patches() -> np.ndarray:
+        return fused._patch_rows(
+            xp,
+            width,
+            (kh, kw),
+            pooled,
+            (p, q),
+            (1, 1),
+            (1, 1),
+            lambda shape: fused.scratch(store, shape, shape, xp.dtype),
+        )
+
+    cols = patches()
+    rng = np.random.default_rng(0)
+    w_mat = rng.standard_normal((c_out, width), dtype=np.float32)
+    slabs = np.empty((len(cols), c_out), np.float32)
+    s5 = slabs.reshape(n, p * q, *pooled, c_out)
+    out = np.empty((n, *pooled, c_out), np.float32)
+    arg = np.empty(out.shape, np.uint8)
+    np.matmul(cols, w_mat.T, out=slabs)
+    fused.pool_slabs(s5, out, arg, layer.relu is not None)
+    d = rng.standard_normal(out.shape, dtype=np.float32)
+    dslabs = np.empty_like(s5)
+    views = [dslabs[:, t] for t in range(p * q)]
+    d2 = dslabs.reshape(-1, c_out)
+    dxp = np.zeros(xp.shape, np.float32)
+    part = np.empty((len(d2), c), np.float32)
     pieces = {
-        "im2col copy": lambda: im2col(xp, k, out_hw, (1, 1), (1, 1)),
-        "forward GEMM": lambda: cols @ w_mat.T,
-        "weight-gradient GEMM": lambda: d2.T @ cols,
-        "bias gradient": lambda: column_sums(d2),
-        "dcols GEMM": lambda: d2 @ w_mat,
-        "dcols GEMMs + col2im, by offset": lambda: conv2d_data_grad(
-            d2, w, xp.shape, out_hw, (1, 1), (1, 1)
+        "forward: im2col rows in pooling order": patches,
+        "forward: GEMM": lambda: np.matmul(cols, w_mat.T, out=slabs),
+        "forward: max-pool (+ ReLU) of the slabs": lambda: fused.pool_slabs(
+            s5, out, arg, layer.relu is not None
         ),
+        "backward: gradient to each window's winner": lambda: fused.route_to_winners(
+            d, arg, views, add=False
+        ),
+        "backward: weight-gradient GEMM": lambda: fused.weight_grad(d2, cols),
     }
-    name = f"Conv2d({c}, {w.shape[0]})"
-    return [[f"{name} {piece}", f"{_median_ms(fn):.2f}"] for piece, fn in pieces.items()]
+    if need_dx:
+        pieces["backward: input gradient (9 GEMMs + col2im adds)"] = lambda: fused.add_data_grad(
+            d2, w, dxp, pooled, (p, q), (1, 1), (1, 1), part
+        )
+    name = f"Conv2d({c}, {c_out})"
+    return [[f"{name} {piece}", f"{chunks * _median_ms(fn):.2f}"] for piece, fn in pieces.items()]
 
 
 def layouts() -> None:
@@ -351,7 +400,28 @@ def chunk_sizes() -> None:
     print_table(["images per chunk", "ms per step (median of 30)"], rows, ARGS.markdown)
 
 
+def serve_worker(name: str) -> int:
+    """Run in a worker process: build contender ``name`` and serve its epochs."""
+    x, y, xt, yt = _data()
+    try:
+        run, predict_fn = CONTENDERS[name](x, y)
+    except ImportError as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        print(PROTOCOL + "skip", flush=True)
+        return 0
+
+    def inference() -> tuple[float, ...]:
+        assert predict_fn is not None
+        accuracy = float(np.mean(predict_fn(xt) == yt))
+        secs = _median_ms(lambda: predict_fn(xt), 3) / 1e3
+        return accuracy, len(xt) / secs, len(xt)
+
+    return serve(run, None if predict_fn is None else inference)
+
+
 def main() -> int:
+    if ARGS.worker:
+        return serve_worker(ARGS.worker)
     if ARGS.profile:
         profile()
         return 0
@@ -361,28 +431,42 @@ def main() -> int:
     if ARGS.chunks:
         chunk_sizes()
         return 0
-    x, y, xt, yt = _data()
-    contenders: dict[str, tuple[Epoch, Predict | None]] = make_contenders(CONTENDERS, x, y)
-    times = alternate({name: run for name, (run, _) in contenders.items()}, ARGS.rounds)
+    workers = start_workers(__file__, list(CONTENDERS))
+    try:
+        times = alternate({name: w.epoch for name, w in workers.items()}, ARGS.rounds)
+        answers = {name: w.ask("predict") for name, w in workers.items()}
+    finally:
+        for w in workers.values():
+            w.close()
     base = statistics.median(times["handgrad"])
-    rows, infer_rows = [], []
+    rows, infer_rows, n_test = [], [], 0.0
     for name, ts in times.items():
-        predict_fn = contenders[name][1]
-        if predict_fn is None:
+        if answers[name] == "none":
             rows.append([*timing_row(name, ts, base), "-"])
             continue
-        rows.append([*timing_row(name, ts, base), f"{np.mean(predict_fn(xt) == yt):.2%}"])
-        secs = _median_ms(lambda: predict_fn(xt), 3) / 1e3  # noqa: B023
-        infer_rows.append([name, f"{len(xt) / secs:,.0f} images/s"])
+        accuracy, speed, n_test = map(float, answers[name].split())
+        rows.append([*timing_row(name, ts, base), f"{accuracy:.2%}"])
+        infer_rows.append([name, f"{speed:,.0f} images/s"])
+    n_train = min(ARGS.train_size, 60000)
     print(
         f"LeNet (conv 32 3x3, pool, conv 64 3x3, pool, fc 128, fc 10), Adam {LR:g}, batch "
-        f"{ARGS.batch_size}, {len(x):,} images, {ARGS.rounds} epochs each, {ARGS.threads} "
-        f"thread(s), contenders alternating; {versions()}"
+        f"{ARGS.batch_size}, {n_train:,} images, {ARGS.rounds} epochs each, {ARGS.threads} "
+        f"thread(s), contenders alternating, each in its own process; {worker_versions()}"
     )
     print_table(TIMING_HEAD, rows, ARGS.markdown)
-    print(f"\nInference on the {len(xt):,} test images in batches of {EVAL_BATCH}:")
+    print(f"\nInference on the {n_test:,.0f} test images in batches of {EVAL_BATCH}:")
     print_table(["contender", "throughput"], infer_rows, ARGS.markdown)
     return 0
+
+
+def worker_versions() -> str:
+    """:func:`versions` with torch's version, which only the workers import."""
+    import importlib.metadata
+
+    try:
+        return f"{versions()}, torch {importlib.metadata.version('torch')}"
+    except importlib.metadata.PackageNotFoundError:
+        return versions()
 
 
 if __name__ == "__main__":

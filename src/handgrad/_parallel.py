@@ -115,3 +115,27 @@ def elementwise(fn: Callable[..., object], *arrays: np.ndarray) -> np.ndarray:
 
     map_chunks(chunk, first.shape[0])
     return out
+
+
+Scratch = dict[object, np.ndarray]
+
+
+def scratch(
+    store: Scratch | None, key: object, shape: tuple[int, ...], dtype: np.dtype
+) -> np.ndarray:
+    """An uninitialised array from ``store`` under ``key``, kept for the next call with
+    the same key (a fresh one when shape or dtype differ, or with no ``store``).
+
+    Big arrays made fresh on every training step cost page faults: glibc gives
+    memory above its mmap threshold back to the kernel when it is freed, and the
+    kernel zeroes every page again on first touch. On LeNet's full 60,000-image
+    epoch that was ~5,400 faults and ~14 ms of system time per step (measured with
+    ``getrusage``); reused buffers take none. Keys must be private to one thread
+    (a chunk index, or the thread's id) and the array must not escape to a caller.
+    """
+    if store is None:
+        return np.empty(shape, dtype)
+    buf = store.get(key)
+    if buf is None or buf.shape != shape or buf.dtype != dtype:
+        buf = store[key] = np.empty(shape, dtype)
+    return buf

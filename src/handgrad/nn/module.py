@@ -282,8 +282,13 @@ class Sequential(Module):
         send its gradient to the same first maximum, and in any other window both
         send zeros. (Overlapping windows would add a -0.0 where the written order
         has +0.0, so they keep the written order.) The ReLU then sees a quarter of
-        the values of a 2x2 pooling's input."""
+        the values of a 2x2 pooling's input.
+
+        Then a Conv2d directly followed by a MaxPool2d whose windows tile the image
+        (and by the ReLU after it, if any) runs as one ``handgrad.nn.fused.ConvMaxPool``:
+        the same results, with the convolution's rows in pooling order."""
         from handgrad.nn.activations import ReLU
+        from handgrad.nn.fused import ConvMaxPool, fusable
         from handgrad.nn.pooling import MaxPool2d
 
         modules = list(self._modules.values())
@@ -294,7 +299,25 @@ class Sequential(Module):
                 modules[i], modules[i + 1] = b, a
                 i += 1
             i += 1
-        return modules
+        fused: list[Module] = []
+        known = self.__dict__.get("_fused", {})
+        i = 0
+        while i < len(modules):
+            a = modules[i]
+            if i + 1 < len(modules) and fusable(a, modules[i + 1]):
+                relu = modules[i + 2] if i + 2 < len(modules) else None
+                relu = relu if type(relu) is ReLU else None
+                key = (a, modules[i + 1], relu)
+                # the same fused module every step: it keeps its buffers
+                fused.append(known.get(key) or ConvMaxPool(*key))
+                i += 3 if relu is not None else 2
+            else:
+                fused.append(a)
+                i += 1
+        self.__dict__["_fused"] = {
+            (m.conv, m.pool, m.relu): m for m in fused if isinstance(m, ConvMaxPool)
+        }
+        return fused
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         order = self._order()

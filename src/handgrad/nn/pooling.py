@@ -64,6 +64,39 @@ def _pads(padding: Pair) -> Pads:
     return (padding[0], padding[0], padding[1], padding[1])
 
 
+def max_with_arg(views: list[np.ndarray], out: np.ndarray, arg: np.ndarray | None) -> None:
+    """``out = max(views)`` elementwise, and in ``arg`` the index of the first view
+    that holds the maximum (later equal values never take over), as PyTorch breaks
+    ties. NaN propagates to ``out``; its ``arg`` is the first view holding a NaN.
+
+    ``views`` are the candidates of every window, one array per window position,
+    each shaped like ``out``: offset views of a padded input here, contiguous
+    slabs of a convolution's output in ``handgrad.nn.fused``.
+    """
+    out[...] = views[0]
+    if arg is None:
+        for v in views[1:]:
+            np.maximum(out, v, out=out)  # NaN propagates
+        return
+    arg[...] = 0  # winning offset
+    better = np.empty(out.shape, bool)  # buffers reused by every offset
+    mark = np.empty(out.shape, arg.dtype)
+    # as 0/1 bytes, ``better`` multiplies a uint8 ``arg`` without a cast
+    flags = better.view(np.uint8) if arg.dtype == np.uint8 else better
+    for t, v in enumerate(views[1:], start=1):
+        np.greater(v, out, out=better)  # strictly: an equal later value never takes over
+        np.maximum(out, v, out=out)
+        # arg = t where better: t exceeds every earlier offset, so a maximum does it
+        # without the branchy masked copy (5x slower on random masks)
+        np.multiply(flags, arg.dtype.type(t), out=mark, casting="unsafe")
+        np.maximum(arg, mark, out=arg)
+    if np.isnan(out).any():  # rare: give each NaN window's gradient to its first NaN
+        nan_arg = np.full(out.shape, -1, np.int32)
+        for t in reversed(range(len(views))):
+            np.copyto(nan_arg, t, where=np.isnan(views[t]))
+        np.copyto(arg, nan_arg, where=nan_arg >= 0, casting="unsafe")
+
+
 def _maxpool_chunk(
     xp: np.ndarray,
     out: np.ndarray,
@@ -74,28 +107,31 @@ def _maxpool_chunk(
 ) -> None:
     """Max-pool padded ``xp`` ``(n, Hp, Wp, C)`` into ``out`` and ``arg`` ``(n, OH, OW, C)``."""
     out_hw = out.shape[1:3]
-    n_offsets = kernel[0] * kernel[1]
     views = [
         offset_view(xp, t // kernel[1], t % kernel[1], out_hw, stride, dilation)
-        for t in range(n_offsets)
+        for t in range(kernel[0] * kernel[1])
     ]  # each (n, OH, OW, C), no copies
-    out[...] = views[0]
-    if arg is None:
-        for v in views[1:]:
-            np.maximum(out, v, out=out)  # NaN propagates
-        return
-    arg[...] = 0  # winning offset
-    for t, v in enumerate(views[1:], start=1):
-        better = v > out  # strictly: an equal later value never takes over
-        np.maximum(out, v, out=out)
-        # arg = t where better: t exceeds every earlier offset, so a maximum does it
-        # without the branchy masked copy (5x slower on random masks)
-        np.maximum(arg, np.multiply(better, arg.dtype.type(t), dtype=arg.dtype), out=arg)
-    if np.isnan(out).any():  # rare: give each NaN window's gradient to its first NaN
-        nan_arg = np.full(out.shape, -1, np.int32)
-        for t in reversed(range(n_offsets)):
-            np.copyto(nan_arg, t, where=np.isnan(views[t]))
-        np.copyto(arg, nan_arg, where=nan_arg >= 0, casting="unsafe")
+    max_with_arg(views, out, arg)
+
+
+def route_to_winners(d: np.ndarray, arg: np.ndarray, views: list[np.ndarray], add: bool) -> None:
+    """The adjoint of :func:`max_with_arg`: ``views[t]`` gets ``d`` where ``arg == t``
+    and zero elsewhere (``add``: adds that, for views that overlap)."""
+    # d * (arg == t) is the fast mask, but inf * 0 is NaN: a non-finite d takes
+    # the slower masked copy so that only the winner sees it (as PyTorch)
+    finite = bool(np.isfinite(d).all())
+    hit = np.empty(arg.shape, bool)  # one buffer for every position
+    for t, view in enumerate(views):
+        np.equal(arg, t, out=hit)
+        if not add and finite:
+            np.multiply(d, hit, out=view)
+        elif not add:
+            view[...] = 0
+            np.copyto(view, d, where=hit)
+        elif finite:
+            view += d * hit
+        else:
+            view += np.where(hit, d, 0)
 
 
 def maxpool2d_forward(
@@ -155,21 +191,11 @@ def maxpool2d_backward(dout: np.ndarray, cache: tuple[Any, ...]) -> np.ndarray:
             dxp = dx[lo:hi]
             if not tiles:
                 dxp[...] = 0
-        # d * (a == t) is the fast mask, but inf * 0 is NaN: a non-finite dout takes
-        # the slower masked copy so that only the winner sees it (as PyTorch)
-        finite = bool(np.isfinite(d).all())
-        for t in range(kernel[0] * kernel[1]):
-            view = offset_view(dxp, t // kernel[1], t % kernel[1], out_hw, stride, dilation)
-            hit = a == t
-            if disjoint and finite:
-                np.multiply(d, hit, out=view)
-            elif disjoint:
-                view[...] = 0
-                np.copyto(view, d, where=hit)
-            elif finite:
-                view += d * hit
-            else:
-                view += np.where(hit, d, 0)
+        views = [
+            offset_view(dxp, t // kernel[1], t % kernel[1], out_hw, stride, dilation)
+            for t in range(kernel[0] * kernel[1])
+        ]
+        route_to_winners(d, a, views, add=not disjoint)
         if any(pads):
             dx[lo:hi] = crop_nhwc(dxp, pads)
 
