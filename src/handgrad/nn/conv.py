@@ -163,10 +163,7 @@ def conv2d_forward(
     kernel = (kh, kw)
     out_hw = conv_geometry((h, wd), kernel, stride, pads, dilation, "conv2d_forward")
     og = c_out // groups
-    # (C_out, KH, KW, C/g) -> (C_out, KH*KW*C/g [+ 1]): the row order of a patch, then the bias
-    w_mat = w.transpose(0, 2, 3, 1).reshape(c_out, kh * kw * cg)
-    if b is not None:
-        w_mat = np.concatenate([w_mat, b.reshape(c_out, 1)], axis=1)
+    w_mat = weight_matrix(w, b)  # (C_out, KH*KW*C/g [+ 1])
     out = np.empty((n, *out_hw, c_out), dtype=x.dtype)  # (N, OH, OW, C_out)
 
     def chunk(lo: int, hi: int) -> list[np.ndarray]:
@@ -254,7 +251,7 @@ def conv2d_backward(
     """
     cols, size, w_mat_shape, geometry, with_bias = cache
     padded_hw, pads, out_hw, stride, dilation, groups = geometry
-    c_out, cg, kh, kw = w.shape
+    c_out, cg = w.shape[:2]
     og = c_out // groups
     n = dout.shape[0]
     c = cg * groups
@@ -277,15 +274,36 @@ def conv2d_backward(
                 conv2d_data_grad(d2, w, shape, out_hw, stride, dilation, groups, out=dx[lo:hi])
         return dw_mat
 
-    parts = map_chunks(chunk, n, size)
+    dw, db = unpack_weight_grads(map_chunks(chunk, n, size), w.shape, with_bias)
+    dx_nchw = None if dx is None else to_nchw(dx)
+    return dx_nchw, dw, db
+
+
+def unpack_weight_grads(
+    parts: list[np.ndarray], w_shape: tuple[int, ...], with_bias: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(dw, db)`` from the chunks' ``(C_out, KH*KW*C [+ 1])`` weight-gradient matrices.
+
+    The chunks are added in chunk order (the same sum on any number of threads);
+    the first ``KH*KW*C`` columns are ``dw`` in a patch's ``(KH, KW, C)`` order,
+    the ones column's (if any) is ``db``.
+    """
+    c_out, cg, kh, kw = w_shape
     dw_mat = parts[0]
     for part in parts[1:]:
-        dw_mat += part  # in chunk order: the same sum on any number of threads
+        dw_mat += part
     k = kh * kw * cg
     dw = np.ascontiguousarray(dw_mat[:, :k].reshape(c_out, kh, kw, cg).transpose(0, 3, 1, 2))
     db = dw_mat[:, k].copy() if with_bias else None  # the ones column's weight gradient
-    dx_nchw = None if dx is None else to_nchw(dx)
-    return dx_nchw, dw, db
+    return dw, db
+
+
+def weight_matrix(w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
+    """``(C_out, C/g, KH, KW)`` weights as ``(C_out, KH*KW*C/g [+ 1])``: the row order of
+    a patch, then the bias as the weight of the ones column."""
+    c_out = w.shape[0]
+    w_mat = w.transpose(0, 2, 3, 1).reshape(c_out, -1)
+    return w_mat if b is None else np.concatenate([w_mat, b.reshape(c_out, 1)], axis=1)
 
 
 # -- module ---------------------------------------------------------------------

@@ -34,11 +34,17 @@ import numpy as np
 from handgrad import _parallel
 from handgrad._parallel import Scratch, map_chunks, scratch
 from handgrad.nn._spatial import Pair, check_4d, crop_nhwc, pad_nhwc, to_nchw, to_nhwc
-from handgrad.nn._validation import check_dtype, check_same_shape
+from handgrad.nn._validation import check_dtype
 from handgrad.nn.activations import ReLU
-from handgrad.nn.conv import Conv2d, conv_geometry
+from handgrad.nn.conv import Conv2d, conv_geometry, unpack_weight_grads, weight_matrix
 from handgrad.nn.module import Module
-from handgrad.nn.pooling import MaxPool2d, max_with_arg, pool_geometry, route_to_winners
+from handgrad.nn.pooling import (
+    MaxPool2d,
+    max_with_arg,
+    maxpool_cache,
+    pool_geometry,
+    route_to_winners,
+)
 
 
 def fusable(conv: Module, pool: Module) -> bool:
@@ -163,9 +169,7 @@ def conv_maxpool_forward(
     pooled_hw = pool_geometry(out_hw, pool, pool, (0, 0), (1, 1), "MaxPool2d.forward")
     p, q = pool
     k = kh * kw * c
-    w_mat = w.transpose(0, 2, 3, 1).reshape(c_out, k)  # (C_out, KH*KW*C), a patch's order
-    if b is not None:
-        w_mat = np.concatenate([w_mat, b.reshape(c_out, 1)], axis=1)  # bias: a ones column
+    w_mat = weight_matrix(w, b)  # (C_out, KH*KW*C [+ 1]): bias against a ones column
     if w_mat.shape[1] < MIN_WIDTH:  # zero columns: see MIN_WIDTH
         w_mat = np.concatenate([w_mat, np.zeros((c_out, MIN_WIDTH - w_mat.shape[1]), x.dtype)], 1)
     out = np.empty((n, *pooled_hw, c_out), dtype=x.dtype)  # (N, PH, PW, C_out)
@@ -246,13 +250,8 @@ def conv_maxpool_backward(
                 dx[lo:hi] = crop_nhwc(dxp, pads)
         return dw_mat
 
-    parts = map_chunks(chunk, n, size)
-    dw_mat = parts[0]
-    for part in parts[1:]:
-        dw_mat += part  # in chunk order: the same sum on any number of threads
-    k = kh * kw * c
-    dw = np.ascontiguousarray(dw_mat[:, :k].reshape(c_out, kh, kw, c).transpose(0, 3, 1, 2))
-    db = dw_mat[:, k].copy() if with_bias else None
+    parts = [part[:, : kh * kw * c + with_bias] for part in map_chunks(chunk, n, size)]
+    dw, db = unpack_weight_grads(parts, w.shape, with_bias)  # padding columns dropped
     return (None if dx is None else to_nchw(dx)), dw, db
 
 
@@ -342,13 +341,7 @@ class ConvMaxPool(Module):
         return out
 
     def _grads(self, dout: np.ndarray, need_dx: bool) -> np.ndarray | None:
-        if self._out_shape is not None and self._cache is None:
-            raise RuntimeError(
-                "MaxPool2d.backward() after a forward in eval mode: no gradient was kept "
-                "(call model.train() before the forward pass)"
-            )
-        cache = self._cached(self._cache)
-        check_same_shape(dout, self._out_shape or (), "MaxPool2d.backward")
+        cache = maxpool_cache(self, self._cache, self._out_shape, dout)
         dx, dw, db = conv_maxpool_backward(
             dout, self.conv.weight.data, cache, need_dx, self._scratch
         )

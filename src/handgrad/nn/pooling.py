@@ -296,6 +296,21 @@ def adaptive_avgpool2d_backward(dout: np.ndarray, in_hw: tuple[int, int]) -> np.
 # -- modules ------------------------------------------------------------------------
 
 
+def maxpool_cache(
+    owner: Module, cache: Any, out_shape: tuple[int, ...] | None, dout: np.ndarray
+) -> Any:
+    """The cache a max-pool backward needs, or the error that says why there is none
+    (no forward yet; a forward in eval mode), after checking ``dout``'s shape."""
+    if out_shape is not None and cache is None:
+        raise RuntimeError(
+            "MaxPool2d.backward() after a forward in eval mode: no gradient was kept "
+            "(call model.train() before the forward pass)"
+        )
+    cache = owner._cached(cache)
+    check_same_shape(dout, out_shape or (), "MaxPool2d.backward")
+    return cache
+
+
 class _Pool2d(Module):
     """Shared argument handling of the fixed-window pools."""
 
@@ -366,14 +381,7 @@ class MaxPool2d(_Pool2d):
         return disjoint and self.padding == (0, 0)
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
-        if self._out_shape is not None and self._cache is None:
-            raise RuntimeError(
-                "MaxPool2d.backward() after a forward in eval mode: no gradient was kept "
-                "(call model.train() before the forward pass)"
-            )
-        cache = self._cached(self._cache)
-        check_same_shape(dout, self._out_shape or (), "MaxPool2d.backward")
-        return maxpool2d_backward(dout, cache)
+        return maxpool2d_backward(dout, maxpool_cache(self, self._cache, self._out_shape, dout))
 
     def extra_repr(self) -> str:
         s = super().extra_repr()
