@@ -330,7 +330,7 @@ def _fused_pieces(layer: Any, h: np.ndarray, chunks: int, need_dx: bool) -> list
     }
     if need_dx:
         pieces["backward: input gradient (9 GEMMs + col2im adds)"] = lambda: fused.add_data_grad(
-            d2, w, dxp, pooled, (p, q), (1, 1), (1, 1), part
+            d2, w, dxp, pooled, (p, q), (1, 1), (1, 1), np.empty_like(d2), part
         )
     name = f"Conv2d({c}, {c_out})"
     return [[f"{name} {piece}", f"{chunks * _median_ms(fn):.2f}"] for piece, fn in pieces.items()]
