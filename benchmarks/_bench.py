@@ -195,6 +195,38 @@ def print_table(head: Sequence[str], rows: Sequence[Sequence[str]], markdown: bo
             print("| " + " | ".join(row) + " |")
 
 
+def hardware() -> str:
+    """The CPU (model, widest vector extension, cores this process may use) and
+    NumPy's BLAS with the kernel it was built for: results move with them (the same
+    benchmark gave PyTorch/handgrad 1.2 on one host and 2.0 on another)."""
+    import numpy as np
+
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            info = dict(
+                line.split(":", 1) for line in f.read().split("\n\n")[0].splitlines() if ":" in line
+            )
+        info = {k.strip(): v.strip() for k, v in info.items()}
+        model = info.get("model name", model)
+        if "cpu family" in info:
+            model += f" (family {info['cpu family']}, model {info.get('model', '?')})"
+        flags = set(info.get("flags", "").split())
+    except OSError:
+        pass  # not Linux: the platform's name only
+    simd = next((f.upper() for f in ("avx512f", "avx2", "avx", "neon", "asimd") if f in flags), "")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    blas = "BLAS unknown"
+    try:
+        config = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        blas = f"{config['name']} {config['version']}"
+        kernel = str(config.get("openblas configuration", "")).split()
+        blas += f" ({kernel[-2]} kernels)" if len(kernel) >= 2 else ""
+    except (KeyError, TypeError, ValueError):
+        pass
+    return ", ".join(x for x in (model, simd, f"{cores} cores", blas) if x)
+
+
 def versions() -> str:
     """Python, NumPy and whichever of torch / scikit-learn were imported."""
     import numpy as np

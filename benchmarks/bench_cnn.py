@@ -36,6 +36,7 @@ from _bench import (
     TIMING_HEAD,
     add_common_arguments,
     alternate,
+    hardware,
     pin_threads,
     print_table,
     serve,
@@ -257,6 +258,7 @@ def profile() -> None:
     rows = [[k, f"{1e3 * statistics.median(ts[5:]):.2f}"] for k, ts in times.items()]
     rows.append(["whole step (sum)", f"{1e3 * step:.2f}"])
     print(f"LeNet training step, batch {ARGS.batch_size}, {ARGS.threads} thread(s); {versions()}")
+    print(f"Hardware: {hardware()}")
     print_table(["layer", "ms (median of 20)"], rows, ARGS.markdown)
 
     size = min(_parallel.CHUNK, ARGS.batch_size)
@@ -453,6 +455,7 @@ def main() -> int:
         f"{ARGS.batch_size}, {n_train:,} images, {ARGS.rounds} epochs each, {ARGS.threads} "
         f"thread(s), contenders alternating, each in its own process; {worker_versions()}"
     )
+    print(f"Hardware: {hardware()}")
     print_table(TIMING_HEAD, rows, ARGS.markdown)
     print(f"\nInference on the {n_test:,.0f} test images in batches of {EVAL_BATCH}:")
     print_table(["contender", "throughput"], infer_rows, ARGS.markdown)

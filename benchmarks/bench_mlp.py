@@ -31,6 +31,7 @@ from _bench import (
     TIMING_HEAD,
     add_common_arguments,
     alternate,
+    hardware,
     make_contenders,
     pin_threads,
     print_table,
@@ -176,6 +177,7 @@ def main() -> int:
         f"{len(x):,} images, {ARGS.rounds} epochs each, {ARGS.threads} BLAS threads, "
         f"contenders alternating; {versions()}"
     )
+    print(f"Hardware: {hardware()}")
     print_table(TIMING_HEAD, rows, ARGS.markdown)
     return 0
 

@@ -34,6 +34,14 @@ def test_bench_mlp_reports_each_contender() -> None:
     assert "| handgrad | " in rows["handgrad"] and "1.00x" in rows["handgrad"]
     accuracy = float(rows["handgrad"].split("|")[7].strip().rstrip("%"))
     assert accuracy > 70  # two epochs on 1,024 images
+    assert_hardware_line(proc.stdout)
+
+
+def assert_hardware_line(stdout: str) -> None:
+    """The CPU, its cores and NumPy's BLAS are printed with the timings."""
+    line = next(line for line in stdout.splitlines() if line.startswith("Hardware: "))
+    assert re.search(r", \d+ cores, ", line), line
+    assert "BLAS unknown" not in line, line  # NumPy 2 names its BLAS
 
 
 # -- bench_cnn.py ---------------------------------------------------------------------
@@ -91,6 +99,7 @@ def test_bench_cnn_reports_each_contender_and_inference(small_mnist: Path) -> No
         assert "skipping PyTorch" in proc.stderr
     assert set(rows) == expected, proc.stdout
     assert rows["handgrad"][4] == "1.00x"
+    assert_hardware_line(proc.stdout)
     for name, (median, fastest, slowest, total, ratio, accuracy) in rows.items():
         for cell in (median, fastest, slowest):
             assert re.fullmatch(r"\d+\.\d{3} s", cell), (name, cell)
