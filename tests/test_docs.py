@@ -1,4 +1,5 @@
-"""The Python in docs/cnn.md runs: a changed API or formula breaks this test, not a reader."""
+"""The Python in docs/cnn.md and in docstring examples runs: a changed API or formula
+breaks this test, not a reader."""
 
 from __future__ import annotations
 
@@ -22,3 +23,23 @@ def test_python_blocks_run(name: str) -> None:
     namespace: dict[str, object] = {}
     for code in blocks:
         exec(compile(code, f"{DOCS / name}", "exec"), namespace)
+
+
+def _modules_with_examples() -> list[str]:
+    src = Path(__file__).resolve().parents[1] / "src"
+    return sorted(
+        ".".join(path.relative_to(src).with_suffix("").parts).removesuffix(".__init__")
+        for path in (src / "handgrad").rglob("*.py")
+        if ">>>" in path.read_text(encoding="utf-8")
+    )
+
+
+@pytest.mark.parametrize("module_name", _modules_with_examples())
+def test_docstring_examples_run(module_name: str) -> None:
+    import doctest
+    import importlib
+
+    module = importlib.import_module(module_name)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0, module_name
+    assert result.failed == 0, f"{module_name}: {result.failed} failing example(s)"

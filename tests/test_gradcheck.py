@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from handgrad.gradcheck import gradcheck, gradcheck_loss, relative_error
+from handgrad.gradcheck import (
+    GradcheckError,
+    GradcheckResult,
+    gradcheck,
+    gradcheck_loss,
+    relative_error,
+)
 from handgrad.nn.layers import Linear
 from tests.cases import LOSS_CASES, MODULE_CASES, LossCase, ModuleCase
 
@@ -64,3 +70,34 @@ def test_gradcheck_input_is_not_modified() -> None:
     before = x.copy()
     gradcheck(Linear(4, 2, rng=rng, dtype=np.float64), x)
     np.testing.assert_array_equal(x, before)
+
+
+def test_result_is_a_verdict_against_a_stated_tolerance() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 4))
+    good = gradcheck(Linear(4, 3, rng=rng, dtype=np.float64), x)
+    assert isinstance(good, GradcheckResult) and good.passed and bool(good)
+    assert good.tolerance == THRESHOLD and good.failures == {}
+    assert good.raise_if_failed() is good
+    assert "Linear: passed (tolerance 1e-06)" in str(good)
+
+    bad = gradcheck(_WrongLinear(4, 3, rng=rng, dtype=np.float64), x)
+    assert not bad.passed and not bool(bad)
+    assert set(bad.failures) == {"weight"} and bad.worst[0] == "weight"
+    assert "FAILED" in str(bad) and "FAIL" in str(bad).splitlines()[2]
+    with pytest.raises(GradcheckError, match=r"_WrongLinear: .*weight \d\.\d\de-0\d"):
+        bad.raise_if_failed()
+    with pytest.raises(GradcheckError, match="weight"):
+        gradcheck(_WrongLinear(4, 3, rng=rng, dtype=np.float64), x, raise_on_fail=True)
+    # A looser tolerance, stated by the caller, passes the same 1% error.
+    assert gradcheck(_WrongLinear(4, 3, rng=rng, dtype=np.float64), x, tol=0.1).passed
+
+
+def test_loss_result_and_nan_fails() -> None:
+    from handgrad.nn.losses import MSELoss
+
+    rng = np.random.default_rng(0)
+    result = gradcheck_loss(MSELoss(), rng.standard_normal((3, 2)), rng.standard_normal((3, 2)))
+    assert list(result) == ["input"] and result.passed and result.what == "MSELoss"
+    nan = GradcheckResult({"input": 1e-9, "weight": float("nan")}, 1e-6, "X")
+    assert not nan.passed and nan.worst[0] == "weight"

@@ -240,3 +240,30 @@ def test_backward_params_of_a_model_without_parameters_does_nothing() -> None:
     model = Sequential(Flatten(), ReLU())
     model.forward(np.ones((2, 2, 2)))
     assert model.backward_params(np.ones((2, 4))) is None
+
+
+@pytest.mark.parametrize(
+    "use",
+    [
+        lambda x, p: x * p,  # the first natural attempt
+        lambda x, p: p * x,
+        lambda x, p: x @ p,
+        lambda x, p: p + 1.0,
+        lambda x, p: -p,
+        lambda x, p: np.exp(p),
+        lambda x, p: np.dot(x, p),
+        lambda x, p: np.asarray(p),
+        lambda x, p: p[0],
+        lambda x, p: float(p),
+    ],
+)
+def test_a_parameter_in_arithmetic_names_data(use) -> None:  # type: ignore[no-untyped-def]
+    p = Parameter(np.ones(3))
+    with pytest.raises(
+        TypeError, match=r"shape \(3,\): a Parameter is not an array; use .*'\.data'"
+    ):
+        use(np.ones(3), p)
+    assert np.array_equal(p.data, np.ones(3))  # unchanged by the failed attempt
+    p.data += 1.0  # arithmetic on .data and .grad stays plain NumPy
+    p.grad += p.data
+    assert np.array_equal(p.grad, 2 * np.ones(3))

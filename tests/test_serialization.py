@@ -12,7 +12,8 @@ import pytest
 
 from handgrad import _atomic, serialization
 from handgrad.nn.layers import Linear
-from handgrad.nn.module import Sequential
+from handgrad.nn.module import Module, Sequential
+from handgrad.nn.parameter import Parameter
 from handgrad.recipes import build_mlp
 from handgrad.serialization import ModelFileError, load, load_metadata, load_state, save
 from tests.conftest import umask
@@ -186,7 +187,9 @@ def test_only_handgrad_classes_are_built(tmp_path: Path) -> None:
         "architecture": {"class": "os.system", "args": ["echo hacked"], "kwargs": {}},
     }
     np.savez(tmp_path / "x.npz", __handgrad__=np.array(json.dumps(header)))
-    with pytest.raises(ModelFileError, match="only handgrad classes"):
+    with pytest.raises(
+        ModelFileError, match=r"refusing to build 'os\.system': it is not a handgrad\.nn class"
+    ):
         load(tmp_path / "x.npz")
 
 
@@ -271,7 +274,7 @@ MALFORMED_HEADERS = {
     ),
     "outside handgrad.nn": (  # importing handgrad.__main__ would run the command line
         _arch(**{"class": "handgrad.__main__.main"}),
-        r"refusing to build 'handgrad\.__main__\.main': only handgrad classes",
+        r"refusing to build 'handgrad\.__main__\.main': it is not a handgrad\.nn class",
     ),
     "too few args": (
         _arch(args=[2]),
@@ -341,3 +344,65 @@ def test_extra_arrays_are_refused(tmp_path: Path) -> None:
 def test_module_from_config_raises_model_file_error(config: Any) -> None:
     with pytest.raises(ModelFileError, match=r"^architecture"):
         serialization.module_from_config(config)
+
+
+# -- the user's own layers: an explicit allow-list --------------------------------------
+
+
+class Scale(Module):
+    """A user's layer: ``y = s * x`` with one learned scale."""
+
+    def __init__(self, init: float = 2.0) -> None:
+        super().__init__()
+        self.s = Parameter(np.array([init], dtype=np.float32))
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        return x * self.s.data
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:  # not needed here
+        raise NotImplementedError
+
+
+def _custom_model() -> Sequential:
+    model = Sequential(Linear(3, 2, rng=0), Sequential(Scale(0.5)))
+    model[1][0].s.data[...] = 3.0  # a trained value, not the constructor's
+    return model
+
+
+def test_custom_layer_needs_the_allow_list(tmp_path: Path) -> None:
+    model = _custom_model()
+    path = save(model, tmp_path / "custom.npz")
+    with pytest.raises(ModelFileError) as info:
+        load(path)
+    message = str(info.value)
+    assert f"refusing to build '{__name__}.Scale'" in message
+    assert "handgrad.load(path, custom_objects=[Scale])" in message
+
+    x = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
+    for allow in ([Scale], (Scale,), {"Scale": Scale}, {f"{__name__}.Scale": Scale}):
+        restored = load(path, custom_objects=allow)
+        assert type(restored[1][0]) is Scale
+        assert np.array_equal(restored[1][0].s.data, [3.0])
+        assert np.array_equal(restored(x), model(x))
+
+
+def test_allow_list_matches_by_bare_name_and_admits_nothing_else(tmp_path: Path) -> None:
+    path = save(_custom_model(), tmp_path / "custom.npz")
+    # Saved from one module, loaded where the class lives elsewhere: the bare name matches.
+    renamed = type("Scale", (Scale,), {"__module__": "somewhere.else"})
+    assert type(load(path, custom_objects=[renamed])[1][0]) is renamed
+    # An allow-list of other classes does not open the door to the file's own choice.
+    other = type("Other", (Scale,), {})
+    with pytest.raises(ModelFileError, match="custom_objects=\\[Scale\\]"):
+        load(path, custom_objects=[other])
+    header, _ = serialization._read(path)
+    header["architecture"]["args"][1]["__module__"]["class"] = "os.system"
+    with pytest.raises(ModelFileError, match=r"refusing to build 'os\.system'"):
+        serialization.module_from_config(header["architecture"], [Scale])
+
+
+@pytest.mark.parametrize("bad", [[len], [np.ndarray], {"Scale": 3}])
+def test_allow_list_holds_module_classes_only(tmp_path: Path, bad: Any) -> None:
+    path = save(_custom_model(), tmp_path / "custom.npz")
+    with pytest.raises(TypeError, match="must be a Module subclass"):
+        load(path, custom_objects=bad)

@@ -8,12 +8,14 @@
 
 from handgrad import nn, optim
 from handgrad._parallel import get_num_threads, set_num_threads
-from handgrad.gradcheck import gradcheck, gradcheck_loss
+from handgrad.gradcheck import GradcheckError, GradcheckResult, gradcheck, gradcheck_loss
 from handgrad.serialization import load, load_state, save
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "GradcheckError",
+    "GradcheckResult",
     "__version__",
     "get_num_threads",
     "gradcheck",

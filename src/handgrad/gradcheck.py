@@ -16,11 +16,24 @@ is the analytic and ``n`` the numeric gradient. The floor is ``1e-4`` times the
 largest ``|a| + |n|`` in the tensor (and at least ``1e-12``), so entries that
 are zero up to round-off are measured against the tensor's scale instead of
 dividing noise by noise. The check reports the maximum over elements.
+
+:func:`gradcheck` and :func:`gradcheck_loss` return a :class:`GradcheckResult`:
+the error of each gradient, the tolerance it was judged against (``1e-6`` by
+default) and the verdict; ``raise_on_fail=True`` (or ``result.raise_if_failed()``)
+turns a failure into a :class:`GradcheckError` naming the gradients that failed.
+
+>>> import numpy as np
+>>> from handgrad import gradcheck, nn
+>>> layer = nn.Linear(3, 2, rng=0, dtype=np.float64)
+>>> result = gradcheck(layer, np.random.default_rng(1).standard_normal((4, 3)))
+>>> result.passed, sorted(result)
+(True, ['bias', 'input', 'weight'])
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -28,6 +41,79 @@ from handgrad.nn.loss import Loss
 from handgrad.nn.module import Module
 
 DEFAULT_EPS = 1e-4
+DEFAULT_TOLERANCE = 1e-6
+
+
+class GradcheckError(AssertionError):
+    """A gradient check failed: an analytic gradient disagrees with the numeric one."""
+
+
+@dataclass(frozen=True)
+class GradcheckResult(Mapping[str, float]):
+    """The outcome of a gradient check: a read-only mapping ``{gradient name: error}``.
+
+    ``"input"`` is the gradient returned by ``backward``; the other keys are the
+    parameter names of ``named_parameters()`` (``"weight"``, ``"0.bias"``...).
+
+    Attributes
+    ----------
+    errors : dict
+        Maximum relative error of each gradient (see the module docstring).
+    tolerance : float
+        A gradient passes when its error is below this.
+    what : str
+        What was checked (the module's or loss's class name), for messages.
+    """
+
+    errors: dict[str, float]
+    tolerance: float = DEFAULT_TOLERANCE
+    what: str = field(default="gradient check")
+
+    def __getitem__(self, name: str) -> float:
+        return self.errors[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.errors)
+
+    def __len__(self) -> int:
+        return len(self.errors)
+
+    @property
+    def failures(self) -> dict[str, float]:
+        """The gradients whose error is not below the tolerance (NaN fails)."""
+        return {k: e for k, e in self.errors.items() if not e < self.tolerance}
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    @property
+    def worst(self) -> tuple[str, float]:
+        """The name and error of the worst gradient (NaN counts as worst)."""
+        return max(self.errors.items(), key=lambda kv: np.inf if np.isnan(kv[1]) else kv[1])
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def raise_if_failed(self) -> GradcheckResult:
+        """Raise :class:`GradcheckError` naming every failing gradient; else return self."""
+        if not self.passed:
+            bad = ", ".join(f"{k} {e:.2e}" for k, e in self.failures.items())
+            raise GradcheckError(
+                f"{self.what}: gradient check failed (relative error >= {self.tolerance:g}): "
+                f"{bad}; backward disagrees with central differences of forward"
+            )
+        return self
+
+    def __str__(self) -> str:
+        width = max((len(k) for k in self.errors), default=0)
+        lines = [
+            f"{self.what}: {'passed' if self.passed else 'FAILED'} (tolerance {self.tolerance:g})"
+        ]
+        for name, error in self.errors.items():
+            mark = "ok" if error < self.tolerance else "FAIL"
+            lines.append(f"  {name:<{width}}  {error:9.2e}  {mark}")
+        return "\n".join(lines)
 
 
 def relative_error(analytic: np.ndarray, numeric: np.ndarray) -> float:
@@ -81,7 +167,9 @@ def gradcheck(
     rng: np.random.Generator | None = None,
     eps: float = DEFAULT_EPS,
     before_forward: Callable[[], None] | None = None,
-) -> dict[str, float]:
+    tol: float = DEFAULT_TOLERANCE,
+    raise_on_fail: bool = False,
+) -> GradcheckResult:
     """Compare ``module.backward`` with central differences.
 
     Parameters
@@ -99,12 +187,16 @@ def gradcheck(
     before_forward : callable, optional
         Called before every forward pass; stochastic modules use it to replay
         the same random numbers (e.g. reset a dropout generator).
+    tol : float
+        Tolerance of the verdict: each gradient's relative error must be below it.
+    raise_on_fail : bool
+        Raise :class:`GradcheckError` instead of returning a failed result.
 
     Returns
     -------
-    dict
-        ``{"input": err, "<param name>": err, ...}``: the maximum relative error
-        of each gradient.
+    GradcheckResult
+        ``{"input": err, "<param name>": err, ...}``, the maximum relative error
+        of each gradient, with ``.passed``, ``.failures`` and ``.worst``.
     """
     _require_float64(x, "the input")
     for name, param in module.named_parameters():
@@ -131,7 +223,11 @@ def gradcheck(
     errors = {"input": relative_error(analytic["input"], numeric_gradient(f, x, eps))}
     for name, param in module.named_parameters():
         errors[name] = relative_error(analytic[name], numeric_gradient(f, param.data, eps))
-    return errors
+    return _verdict(GradcheckResult(errors, tol, type(module).__name__), raise_on_fail)
+
+
+def _verdict(result: GradcheckResult, raise_on_fail: bool) -> GradcheckResult:
+    return result.raise_if_failed() if raise_on_fail else result
 
 
 def gradcheck_loss(
@@ -140,11 +236,14 @@ def gradcheck_loss(
     target: np.ndarray,
     *,
     eps: float = DEFAULT_EPS,
-) -> dict[str, float]:
+    tol: float = DEFAULT_TOLERANCE,
+    raise_on_fail: bool = False,
+) -> GradcheckResult:
     """Compare ``loss.backward()`` with central differences of ``loss(input, target)``.
 
-    Returns ``{"input": err}``, the maximum relative error of the gradient with
-    respect to the scores.
+    Returns a :class:`GradcheckResult` with one entry, ``"input"``: the maximum
+    relative error of the gradient with respect to the scores. ``tol`` and
+    ``raise_on_fail`` as in :func:`gradcheck`.
     """
     _require_float64(input, "the input")
     x = np.array(input, dtype=np.float64, copy=True)
@@ -154,4 +253,5 @@ def gradcheck_loss(
     def f() -> float:
         return float(loss.forward(x, target))
 
-    return {"input": relative_error(analytic, numeric_gradient(f, x, eps))}
+    errors = {"input": relative_error(analytic, numeric_gradient(f, x, eps))}
+    return _verdict(GradcheckResult(errors, tol, type(loss).__name__), raise_on_fail)

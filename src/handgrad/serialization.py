@@ -2,10 +2,12 @@
 
 Nothing in a model file is ever executed or unpickled: arrays are read with
 ``allow_pickle=False`` and the architecture is a JSON description of
-constructor arguments, rebuilt only from classes inside the ``handgrad``
-package. Files are written to a temporary file in the same directory and then
-renamed over the target, so an interrupted save never leaves a half-written
-model behind.
+constructor arguments, rebuilt only from classes inside ``handgrad.nn`` and
+from the user's own classes passed explicitly to :func:`load` as
+``custom_objects`` (an allow-list, as Keras calls it): a file can name any
+class, but only the ones the caller handed over are ever built. Files are
+written to a temporary file in the same directory and then renamed over the
+target, so an interrupted save never leaves a half-written model behind.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import importlib
 import json
 import os
 import zipfile
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +41,27 @@ class ModelFileError(ValueError):
     """A model file is damaged, not a handgrad model, or does not fit the model."""
 
 
+CustomObjects = Mapping[str, type[Module]] | Iterable[type[Module]]
+
+
+def _allow_list(custom_objects: CustomObjects | None) -> dict[str, type[Module]]:
+    """``{name: class}``: each class under its full ``module.QualName`` and its bare name."""
+    if custom_objects is None:
+        return {}
+    pairs: Iterable[tuple[str, Any]]
+    if isinstance(custom_objects, Mapping):
+        pairs = custom_objects.items()
+    else:
+        pairs = ((getattr(c, "__qualname__", repr(c)), c) for c in custom_objects)
+    allowed: dict[str, type[Module]] = {}
+    for name, cls in pairs:
+        if not (isinstance(cls, type) and issubclass(cls, Module)):
+            raise TypeError(f"custom_objects: {name!r} must be a Module subclass, got {cls!r:.60}")
+        allowed[name] = cls
+        allowed[f"{cls.__module__}.{cls.__qualname__}"] = cls
+    return allowed
+
+
 # -- architecture <-> JSON -------------------------------------------------------
 
 
@@ -60,21 +84,21 @@ def _encode(value: Any, where: str) -> Any:
     )
 
 
-def _decode(value: Any, where: str) -> Any:
+def _decode(value: Any, where: str, allowed: dict[str, type[Module]]) -> Any:
     if isinstance(value, list):
-        return [_decode(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [_decode(v, f"{where}[{i}]", allowed) for i, v in enumerate(value)]
     if not isinstance(value, dict):
         return value
     keys = set(value)
     if keys == {"__module__"}:
-        return _build(value["__module__"], where)
+        return _build(value["__module__"], where, allowed)
     if keys == {"__dtype__"} and isinstance(value["__dtype__"], str):
         try:
             return np.dtype(value["__dtype__"]).type
         except TypeError as exc:
             raise ModelFileError(f"{where}: unknown dtype {value['__dtype__']!r}") from exc
     if keys == {"__tuple__"} and isinstance(value["__tuple__"], list):
-        return tuple(_decode(v, f"{where}[{i}]") for i, v in enumerate(value["__tuple__"]))
+        return tuple(_decode(v, f"{where}[{i}]", allowed) for i, v in enumerate(value["__tuple__"]))
     if keys == {"__array__", "dtype"}:
         try:
             return np.array(value["__array__"], dtype=value["dtype"])
@@ -99,8 +123,13 @@ def module_config(module: Module) -> dict[str, Any]:
     }
 
 
-def module_from_config(config: dict[str, Any]) -> Module:
-    """Rebuild a module from :func:`module_config` output (``handgrad.nn`` classes only).
+def module_from_config(
+    config: dict[str, Any], custom_objects: CustomObjects | None = None
+) -> Module:
+    """Rebuild a module from :func:`module_config` output.
+
+    Classes come from ``handgrad.nn`` or from ``custom_objects`` (see :func:`load`);
+    nothing else is imported.
 
     Raises
     ------
@@ -109,10 +138,10 @@ def module_from_config(config: dict[str, Any]) -> Module:
         unknown key, a value of the wrong type, a class outside ``handgrad.nn``,
         or arguments the class refuses.
     """
-    return _build(config, "architecture")
+    return _build(config, "architecture", _allow_list(custom_objects))
 
 
-def _build(config: Any, where: str) -> Module:
+def _build(config: Any, where: str, allowed: dict[str, type[Module]]) -> Module:
     if not isinstance(config, dict):
         raise ModelFileError(
             f"{where}: expected an object with 'class', 'args' and 'kwargs', "
@@ -130,22 +159,11 @@ def _build(config: Any, where: str) -> Module:
         raise ModelFileError(f"{where}.args: expected a list, got {type(args).__name__}")
     if not isinstance(kwargs, dict):
         raise ModelFileError(f"{where}.kwargs: expected an object, got {type(kwargs).__name__}")
-    mod_name, _, cls_name = path.rpartition(".")
-    # Only the layer modules: importing e.g. handgrad.__main__ would run the CLI.
-    if not (mod_name == "handgrad.nn" or mod_name.startswith("handgrad.nn.")):
-        raise ModelFileError(
-            f"{where}: refusing to build {path!r}: only handgrad classes "
-            "(from handgrad.nn) can be loaded"
-        )
-    try:
-        cls = getattr(importlib.import_module(mod_name), cls_name, None)
-    except (ImportError, ValueError) as exc:
-        raise ModelFileError(f"{where}: unknown class {path!r} ({exc})") from exc
-    if not (isinstance(cls, type) and issubclass(cls, Module)):
-        raise ModelFileError(f"{where}: {path!r} is not a handgrad Module")
+    cls = _resolve(path, where, allowed)
+    cls_name = cls.__name__
     where = f"{where}({cls_name})"
-    args = [_decode(a, f"{where}.args[{i}]") for i, a in enumerate(args)]
-    kwargs = {k: _decode(v, f"{where}.kwargs[{k!r}]") for k, v in kwargs.items()}
+    args = [_decode(a, f"{where}.args[{i}]", allowed) for i, a in enumerate(args)]
+    kwargs = {k: _decode(v, f"{where}.kwargs[{k!r}]", allowed) for k, v in kwargs.items()}
     try:
         return cls(*args, **kwargs)
     except Exception as exc:
@@ -154,6 +172,29 @@ def _build(config: Any, where: str) -> Module:
         raise ModelFileError(
             f"{where}: {cls_name} refused the saved arguments ({type(exc).__name__}: {exc})"
         ) from exc
+
+
+def _resolve(path: str, where: str, allowed: dict[str, type[Module]]) -> type[Module]:
+    """The class a file names: the caller's by full or bare name, else one of handgrad.nn."""
+    mod_name, _, cls_name = path.rpartition(".")
+    cls = allowed.get(path) or allowed.get(cls_name)
+    if cls is not None:
+        return cls
+    # Only the layer modules: importing e.g. handgrad.__main__ would run the CLI.
+    if not (mod_name == "handgrad.nn" or mod_name.startswith("handgrad.nn.")):
+        raise ModelFileError(
+            f"{where}: refusing to build {path!r}: it is not a handgrad.nn class, and "
+            "handgrad never imports a class because a file names it. If you trust this "
+            f"file and {cls_name} is your layer, pass the class: "
+            f"handgrad.load(path, custom_objects=[{cls_name}])"
+        )
+    try:
+        found = getattr(importlib.import_module(mod_name), cls_name, None)
+    except (ImportError, ValueError) as exc:
+        raise ModelFileError(f"{where}: unknown class {path!r} ({exc})") from exc
+    if not (isinstance(found, type) and issubclass(found, Module)):
+        raise ModelFileError(f"{where}: {path!r} is not a handgrad Module")
+    return found
 
 
 def _model_dtype(module: Module) -> str | None:
@@ -279,8 +320,19 @@ def _check_header(header: dict[str, Any], file: Path) -> None:
         )
 
 
-def load(path: str | os.PathLike[str]) -> Module:
+def load(path: str | os.PathLike[str], custom_objects: CustomObjects | None = None) -> Module:
     """Rebuild the model saved at ``path`` and load its weights.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        A file written by :func:`save`.
+    custom_objects : list of classes, or dict of name -> class, optional
+        Your own ``Module`` subclasses that the file may use, e.g.
+        ``custom_objects=[Scale]``. A class in the file is matched by its full
+        name (``mylayers.Scale``) or its bare name (``Scale``, so a model saved
+        from a script's ``__main__`` loads elsewhere). Only ``handgrad.nn`` and
+        these classes are ever built.
 
     Raises
     ------
@@ -293,7 +345,7 @@ def load(path: str | os.PathLike[str]) -> Module:
     """
     header, state = _read(path)
     try:
-        model = module_from_config(header["architecture"])
+        model = module_from_config(header["architecture"], custom_objects)
     except ModelFileError as exc:
         raise ModelFileError(f"{path}: {exc}") from exc
     if header.get("dtype"):
