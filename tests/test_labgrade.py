@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 
-import handgrad.lab
 from handgrad.cli import main as cli_main
-from handgrad.labgrade import grade
+from handgrad.lab import ANSWER_SOURCE, grade
 
-LAB = Path(handgrad.lab.__file__).read_text()
+LAB = ANSWER_SOURCE.read_text()
 TINY = dict(train_size=1500, epochs=1, val_fraction=0.2, min_accuracy=0.5, time_limit=60)
 
 
@@ -180,6 +179,7 @@ def test_command_line_grade_and_errors(tmp_path: Path) -> None:
         timeout=120,
     )
     assert failed.returncode == 1 and "FAILED: forward returned shape" in failed.stdout
+    assert f"'handgrad lab check {bad}' names the usual bugs" in failed.stdout
     missing = subprocess.run([*run, str(tmp_path / "nope.py")], capture_output=True, text=True)
     assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
 
@@ -400,7 +400,7 @@ def test_grade_checks_its_arguments(tmp_path: Path, bad: dict) -> None:
     ids=["full-b64-e8", "10k-b64-e8", "full-b256-e3"],
 )
 def test_the_lab_meets_its_targets(protocol: dict, required: float) -> None:
-    result = grade(Path(handgrad.lab.__file__), **protocol, min_accuracy=required)
+    result = grade(ANSWER_SOURCE, **protocol, min_accuracy=required)
     assert result.passed, result.reason
     assert result.seconds is not None and result.seconds < 120
     assert result.peak_mb is not None and result.peak_mb < 2048

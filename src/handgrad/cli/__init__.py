@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_gradcheck)
 
-    from handgrad.labgrade import add_lab_parser
+    from handgrad.cli.lab import add_lab_parser
 
     add_lab_parser(sub)
     return parser

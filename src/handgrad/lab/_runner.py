@@ -1,13 +1,14 @@
 """The grader's child process: runs one untrusted lab submission under the lab's rules.
 
-Started by :mod:`handgrad.labgrade` as ``python -m handgrad._labrunner CONFIG_JSON``.
+Started by :mod:`handgrad.lab.grader` as ``python -m handgrad.lab._runner CONFIG_JSON``.
 It points file descriptor 1 at standard error, caps its own address space, loads
 MNIST without the validation and test labels, forgets every module that is
-neither NumPy nor the standard library and refuses to import new ones, and only
-then executes the submission. It reports on a private pipe (``result_fd`` in the
-config) as JSON lines: per-epoch training loss and validation probabilities, the
-test predictions, or the reason for a rejection. The parent scores the
-predictions; this process never holds the labels it is scored on.
+neither NumPy nor the standard library and refuses to import new ones
+(:mod:`handgrad.lab._sandbox`), and only then executes the submission. It
+reports on a private pipe (``result_fd`` in the config) as JSON lines: per-epoch
+training loss and validation probabilities, the test predictions, or the reason
+for a rejection. The parent scores the predictions; this process never holds the
+labels it is scored on.
 
 None of this stops a submission that sets out to cheat: see "The grader" in
 ``docs/lab.md``.
@@ -17,29 +18,18 @@ from __future__ import annotations
 
 import base64
 import copy
-import inspect
 import json
-import os
 import resource
 import sys
-import sysconfig
 import time
 import types
 from typing import Any, TextIO
 
 import numpy as np
 
-CONTRACT = {
-    "__init__": ["self", "input_size", "hidden_size", "output_size", "lr"],
-    "forward": ["self", "X"],
-    "backward": ["self", "X", "y", "probs"],
-    "train_step": ["self", "X", "y"],
-    "predict": ["self", "X"],
-}
-INIT_DEFAULTS = {"input_size": 784, "hidden_size": 128, "output_size": 10, "lr": 0.01}
-#: Accepted weight shapes: either orientation of each matrix, any shape of each bias.
-WEIGHT_SHAPES = {"W1": ((784, 128), (128, 784)), "W2": ((128, 10), (10, 128))}
-BIAS_SIZES = {"b1": 128, "b2": 10}
+from handgrad.lab._contract import signature_problem, weights_problem
+from handgrad.lab._sandbox import ImportBlocker, confine, emit, sandbox
+
 #: How arrays travel on the result pipe: little-endian raw bytes, base64 in the JSON line.
 PROBS_DTYPE = np.dtype("<f4")
 LABELS_DTYPE = np.dtype("<i8")
@@ -47,122 +37,6 @@ LABELS_DTYPE = np.dtype("<i8")
 
 class Rejected(Exception):
     """The submission broke a rule; the message is the one-line reason."""
-
-
-# -- what may be imported -----------------------------------------------------------------
-
-
-def _real(path: str) -> str:
-    return os.path.normcase(os.path.realpath(path))
-
-
-def _library_dirs() -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """``(stdlib, third_party)`` directories of this interpreter and, in a venv, its base."""
-    schemes = [
-        sysconfig.get_paths(),
-        sysconfig.get_paths(vars={"base": sys.base_prefix, "platbase": sys.base_exec_prefix}),
-    ]
-    stdlib = {_real(s[key]) for s in schemes for key in ("stdlib", "platstdlib") if key in s}
-    third = {_real(s[key]) for s in schemes for key in ("purelib", "platlib") if key in s}
-    return tuple(sorted(stdlib)), tuple(sorted(third))
-
-
-STDLIB_DIRS, THIRD_PARTY_DIRS = _library_dirs()
-
-
-def _under(path: str, roots: tuple[str, ...]) -> bool:
-    return any(path == root or path.startswith(root + os.sep) for root in roots)
-
-
-def _from_stdlib(spec: Any) -> bool:
-    """True for a built-in or frozen module, or one whose files lie in the standard library.
-
-    ``sys.stdlib_module_names`` misses private modules such as
-    ``_sysconfigdata__linux_x86_64-linux-gnu``, so the decision rests on where the
-    module comes from; anything in ``site-packages`` (a venv's lies inside
-    ``platstdlib``) is third-party.
-    """
-    origin = getattr(spec, "origin", None)
-    if origin in ("built-in", "frozen"):
-        return True
-    if origin and getattr(spec, "has_location", False):
-        places = [origin]
-    else:  # a namespace package: its directories
-        places = list(getattr(spec, "submodule_search_locations", None) or [])
-    if not places:
-        return False
-    for place in map(_real, places):
-        parts = place.split(os.sep)
-        if not _under(place, STDLIB_DIRS) or _under(place, THIRD_PARTY_DIRS):
-            return False
-        if "site-packages" in parts or "dist-packages" in parts:
-            return False
-    return True
-
-
-def _allowed_module(name: str, module: Any) -> bool:
-    if name.partition(".")[0] == "numpy":
-        return True
-    spec = getattr(module, "__spec__", None)
-    if spec is None:  # made at run time (typing.io, ...): judge by name
-        top = name.partition(".")[0]
-        return top in sys.stdlib_module_names or top in sys.builtin_module_names
-    return _from_stdlib(spec)
-
-
-_IMPORT_MACHINERY = ("importlib", "_frozen_importlib", "_frozen_importlib_external")
-
-
-def _requested_by_numpy() -> bool:
-    """True when the import statement being served is in NumPy's own code."""
-    frame = sys._getframe(2)
-    while frame is not None:
-        name = str(frame.f_globals.get("__name__", ""))
-        if frame.f_code.co_filename != __file__ and name.partition(".")[0] not in _IMPORT_MACHINERY:
-            return name == "numpy" or name.startswith("numpy.")
-        frame = frame.f_back  # type: ignore[assignment]
-    return False
-
-
-class _ImportBlocker:
-    """A meta-path finder that refuses any module outside NumPy and the standard library.
-
-    NumPy's own imports pass (``numpy.testing`` may ask for ``psutil``); any other
-    module must be built in or come from the standard library's directories.
-    """
-
-    def __init__(self) -> None:
-        self.blocked: list[str] = []
-
-    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
-        top = name.partition(".")[0]
-        if top == "numpy" or _requested_by_numpy():
-            return None  # the usual finders take it from here
-        spec = None
-        for finder in sys.meta_path:
-            if finder is self or not hasattr(finder, "find_spec"):
-                continue
-            spec = finder.find_spec(name, path, target)
-            if spec is not None:
-                break
-        if spec is None and top in sys.stdlib_module_names:
-            return None  # a standard module this build lacks: the usual ModuleNotFoundError
-        if spec is not None and _from_stdlib(spec):
-            return spec
-        self.blocked.append(top)
-        raise ImportError(
-            f"import of {name!r} is not allowed in the lab (NumPy and the standard library only)"
-        )
-
-
-def _sandbox() -> _ImportBlocker:
-    """Forget the grader's own modules (``__main__``, handgrad, ...) and block new ones."""
-    for name, module in list(sys.modules.items()):
-        if not _allowed_module(name, module):
-            del sys.modules[name]
-    blocker = _ImportBlocker()
-    sys.meta_path.insert(0, blocker)
-    return blocker
 
 
 # -- the protocol with the parent ---------------------------------------------------------
@@ -203,11 +77,6 @@ def split_indices(
     return keep, val, rng
 
 
-def _emit(out: TextIO, **record: Any) -> None:
-    out.write(json.dumps(record) + "\n")
-    out.flush()
-
-
 def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -230,7 +99,7 @@ def _call(where: str, fn: Any, *args: Any) -> Any:
         raise Rejected(f"submission called sys.exit({exc.code!r}) {where}") from None
 
 
-def _load_submission(path: str, blocker: _ImportBlocker) -> type:
+def _load_submission(path: str, blocker: ImportBlocker) -> type:
     with open(path, encoding="utf-8") as f:
         source = f.read()
     module = types.ModuleType("submission")
@@ -255,44 +124,16 @@ def _load_submission(path: str, blocker: _ImportBlocker) -> type:
 
 
 def _check_signatures(cls: type) -> None:
-    for method, expected in CONTRACT.items():
-        fn = getattr(cls, method, None)
-        if fn is None or not callable(fn):
-            raise Rejected(f"NeuralNetwork has no method {method}()")
-        params = list(inspect.signature(fn).parameters.values())
-        names = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-        if names[: len(expected)] != expected:
-            raise Rejected(
-                f"NeuralNetwork.{method} must take ({', '.join(expected)}), "
-                f"got ({', '.join(names)})"
-            )
-        if method == "__init__":
-            for p in params:
-                if p.name in INIT_DEFAULTS and p.default != INIT_DEFAULTS[p.name]:
-                    raise Rejected(
-                        f"NeuralNetwork.__init__ default {p.name}={p.default!r}, "
-                        f"expected {INIT_DEFAULTS[p.name]!r}"
-                    )
+    problem = signature_problem(cls)
+    if problem:
+        raise Rejected(problem)
 
 
 def _check_weights(model: Any) -> None:
     """W1, b1, W2, b2 are arrays of the lab's 784 -> 128 -> 10 network."""
-    for name in ("W1", "b1", "W2", "b2"):
-        if not isinstance(getattr(model, name, None), np.ndarray):
-            raise Rejected(f"NeuralNetwork has no numpy array attribute {name}")
-    for name, shapes in WEIGHT_SHAPES.items():
-        shape = getattr(model, name).shape
-        if shape not in shapes:
-            raise Rejected(
-                f"NeuralNetwork.{name} has shape {shape}, expected {shapes[0]} or {shapes[1]} "
-                "(the lab's network is 784 -> 128 -> 10)"
-            )
-    for name, size in BIAS_SIZES.items():
-        if getattr(model, name).size != size:
-            raise Rejected(
-                f"NeuralNetwork.{name} has {getattr(model, name).size} elements, expected "
-                f"{size} (the lab's network is 784 -> 128 -> 10)"
-            )
+    problem = weights_problem(model)
+    if problem:
+        raise Rejected(problem)
 
 
 def _check_probs(probs: Any, n: int, where: str) -> np.ndarray:
@@ -363,7 +204,7 @@ def run(cfg: dict[str, Any], out: TextIO) -> None:
     x_train = _pixels(train_images)
     del train_images
 
-    blocker = _sandbox()
+    blocker = sandbox()
     start = time.perf_counter()
     cls = _load_submission(cfg["path"], blocker)
     _check_signatures(cls)
@@ -385,11 +226,11 @@ def run(cfg: dict[str, Any], out: TextIO) -> None:
             probs = _check_probs(probs, len(val_images), "forward (validation)")
             record["val_probs"] = encode_array(probs, PROBS_DTYPE)
         record["seconds"] = time.perf_counter() - t0
-        _emit(out, **record)
+        emit(out, **record)
     n = len(test_images)
     pred = _call("in predict", model.predict, _pixels(test_images))
     pred = _check_labels(pred, n, f" on the {n} test images")
-    _emit(
+    emit(
         out,
         event="done",
         predictions=encode_array(pred, LABELS_DTYPE),
@@ -400,27 +241,21 @@ def run(cfg: dict[str, Any], out: TextIO) -> None:
 
 def main() -> None:
     cfg = json.loads(sys.argv[1])
-    out = os.fdopen(int(cfg["result_fd"]), "w")
-    os.set_inheritable(out.fileno(), False)
-    sys.stdout.flush()
-    os.dup2(2, 1)  # whatever the submission writes to fd 1 goes to stderr, not to the parent
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # no core files from a crash
-    limit = int(cfg["memory_mb"]) * 1024 * 1024
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    out = confine(cfg)
     from handgrad.data import DataError
 
     try:
         run(cfg, out)
     except DataError as exc:
-        _emit(out, event="error", reason=str(exc))
+        emit(out, event="error", reason=str(exc))
     except Rejected as exc:
-        _emit(out, event="rejected", reason=str(exc))
+        emit(out, event="rejected", reason=str(exc))
     except MemoryError:
-        _emit(out, event="rejected", reason=f"memory limit exceeded ({cfg['memory_mb']} MB)")
+        emit(out, event="rejected", reason=f"memory limit exceeded ({cfg['memory_mb']} MB)")
     except SystemExit as exc:  # from submission code the calls above do not wrap (a thread, ...)
-        _emit(out, event="rejected", reason=f"submission called sys.exit({exc.code!r})")
+        emit(out, event="rejected", reason=f"submission called sys.exit({exc.code!r})")
     except BaseException as exc:  # the submission crashed: report it, never a traceback
-        _emit(out, event="rejected", reason=f"submission raised {type(exc).__name__}: {exc}")
+        emit(out, event="rejected", reason=f"submission raised {type(exc).__name__}: {exc}")
 
 
 if __name__ == "__main__":
