@@ -8,6 +8,7 @@
 
 from handgrad import nn, optim
 from handgrad._parallel import get_num_threads, set_num_threads
+from handgrad.explain import explain
 from handgrad.gradcheck import GradcheckError, GradcheckResult, gradcheck, gradcheck_loss
 from handgrad.serialization import load, load_state, save
 
@@ -17,6 +18,7 @@ __all__ = [
     "GradcheckError",
     "GradcheckResult",
     "__version__",
+    "explain",
     "get_num_threads",
     "gradcheck",
     "gradcheck_loss",

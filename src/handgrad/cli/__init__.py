@@ -137,6 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_gradcheck)
 
+    from handgrad.cli.explain import add_explain_parser
+
+    add_explain_parser(sub)
+
     from handgrad.cli.lab import add_lab_parser
 
     add_lab_parser(sub)
