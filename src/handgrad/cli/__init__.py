@@ -144,6 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
     from handgrad.cli.lab import add_lab_parser
 
     add_lab_parser(sub)
+
+    from handgrad.cli.study import add_study_parser
+
+    add_study_parser(sub)
     return parser
 
 

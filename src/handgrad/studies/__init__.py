@@ -1,0 +1,101 @@
+"""The course's experiments, one short module each: ``handgrad study NAME``.
+
+Each study is a module of this package with a function ``run(ctx) -> Report``
+built on handgrad's public API only, so its code can be copied into a script of
+one's own. :data:`STUDIES` is the one registry: the name, the module, a line of
+description, how long the full and the ``--quick`` runs take (measured), and the
+optional packages it needs.
+
+>>> from handgrad.studies import STUDIES, find
+>>> find("single-neuron").module
+'handgrad.studies.single_neuron'
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from handgrad.studies._base import Context, Report, Table, write_report
+
+__all__ = [
+    "STUDIES",
+    "Context",
+    "Report",
+    "StudyInfo",
+    "Table",
+    "find",
+    "run_study",
+    "write_report",
+]
+
+# The optional packages studies may need: import name -> what installs it.
+INSTALL = {"matplotlib": 'pip install "handgrad[plots]"'}
+
+
+@dataclass(frozen=True)
+class StudyInfo:
+    """One entry of the registry."""
+
+    name: str
+    module: str
+    summary: str
+    full_time: str  # measured wall time of the full run on the 2-core machine
+    quick_time: str
+    needs: tuple[str, ...] = ("matplotlib",)
+
+
+STUDIES: tuple[StudyInfo, ...] = (
+    StudyInfo(
+        "single-neuron",
+        "handgrad.studies.single_neuron",
+        "a perceptron learns AND and OR and cannot learn XOR; sigmoid and linear neurons",
+        "1 s",
+        "1 s",
+    ),
+)
+
+
+def find(name: str) -> StudyInfo:
+    """The registry entry called ``name``.
+
+    Raises
+    ------
+    KeyError
+        With the valid names and the closest match.
+    """
+    names = [s.name for s in STUDIES]
+    for study in STUDIES:
+        if study.name == name:
+            return study
+    close = difflib.get_close_matches(name, names, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise KeyError(f"unknown study {name!r}{hint}; the studies are: {', '.join(names)}")
+
+
+def missing_packages(study: StudyInfo) -> list[str]:
+    """The optional packages ``study`` needs that are not installed."""
+    missing = []
+    for package in study.needs:
+        try:
+            importlib.import_module(package)
+        except ImportError:
+            missing.append(package)
+    return missing
+
+
+def run_study(name: str, ctx: Context) -> Report:
+    """Run the study ``name`` in ``ctx`` and return its report (``seconds`` filled in)."""
+    study = find(name)
+    module = importlib.import_module(study.module)
+    start = time.perf_counter()
+    report: Report = module.run(ctx)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def default_out(name: str) -> Path:
+    return Path(f"study-{name}")
