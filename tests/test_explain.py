@@ -578,7 +578,7 @@ def test_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str])
         ("--tiny", "--data-dir", str(tmp_path)): "leave out --data-dir",
         ("--data-dir", str(tmp_path)): "MNIST",
         ("--batch-size", "20000"): "--batch-size 20000: the test set has only 10000 images",
-        ("--plot", str(tmp_path)): "is a directory",
+        ("--plot", str(tmp_path)): f"give a file name such as {tmp_path / 'layers.png'}",
     }
     for argv, message in cases.items():
         code, out, err = _cli(["explain", *argv], capsys)
@@ -589,6 +589,31 @@ def test_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str])
         main(["explain", "--entries", "0"])
     assert exc.value.code == 2
     assert "--entries" in capsys.readouterr().err
+
+
+def test_a_diverged_model_with_nan_weights_is_named_not_passed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], rng: np.random.Generator
+) -> None:
+    """NaN weights (a diverged run) used to crash the check or the text, and a NaN
+    relative error printed "all ... agree" with exit status 0."""
+    model = nn.Sequential(
+        nn.Linear(4, 6, rng=1, dtype=np.float64),
+        nn.ReLU(),
+        nn.Linear(6, 3, rng=2, dtype=np.float64),
+    )
+    model[0].weight.data[0, 0] = np.nan
+    trace = explain(model, rng.standard_normal((8, 4)), rng.integers(0, 3, 8))
+    assert not trace.passed() and np.isnan(trace.max_rel_error)
+    assert "the loss is nan: the weights or the batch hold NaN or inf" in trace.format()
+    path = tmp_path / "diverged.npz"
+    diverged = build_mlp(784, [8], 10, rng=0, dtype=np.float64)
+    for p in diverged.parameters():
+        p.data[...] = np.nan
+    save(diverged, path)
+    code, out, err = _cli(["explain", "--model", str(path), "--batch-size", "4"], capsys)
+    assert code == 1 and err == "", err
+    assert "agree" not in out and "the loss is nan" in out
+    _lines_at_most_80(out)
 
 
 def test_top_level_export() -> None:
@@ -642,3 +667,19 @@ def test_docs_convolution_lines_are_real() -> None:
     lines = explain(build_lenet(rng=0), x, y, check=False).format().splitlines()
     shown = [line for line in block.splitlines() if line != "..."]
     assert len(shown) == 6 and all(line in lines for line in shown), shown
+
+
+def test_the_api_names_what_is_wrong_with_its_arguments() -> None:
+    model = nn.Sequential(nn.Linear(4, 3, rng=0), nn.ReLU(), nn.Linear(3, 2, rng=1))
+    x = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
+    y = np.array([0, 1, 0, 1, 1])
+    with pytest.raises(TypeError, match="needs a handgrad Module as model, got function"):
+        explain(lambda v: v, x, y)  # type: ignore[arg-type]
+    with pytest.raises(
+        TypeError, match=r"got the class CrossEntropyLoss: pass CrossEntropyLoss\(\)"
+    ):
+        explain(model, x, y, nn.CrossEntropyLoss)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"non-empty batch .* x of shape \(0, 4\)"):
+        explain(model, x[:0], y[:0])
+    with pytest.raises(ValueError, match=r"one target per sample.*y of shape \(4,\)"):
+        explain(model, x, y[:4])

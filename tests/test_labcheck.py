@@ -165,7 +165,59 @@ def test_a_file_that_does_not_parse_is_one_line(tmp_path: Path) -> None:
     result = check(path)
     assert [f.code for f in result.bugs] == ["syntax"]
     assert result.bugs[0].text.startswith(f"{path}:5: does not parse: ")
-    assert len(result.report().splitlines()) == 4  # heading, finding, fix, summary
+    lines = result.report().splitlines()  # heading, finding, fix, summary
+    assert lines[0] == f"checking {path}" and lines[-1].startswith("1 problem found")
+    assert sum("BUG" in line for line in lines) == 1 and sum("fix:" in line for line in lines) == 1
+
+
+def test_a_windows_or_latin1_file_is_read_as_python_reads_it(tmp_path: Path) -> None:
+    """A UTF-8 byte order mark (Notepad writes one) and a coding line are valid Python;
+    a file in another encoding without one is "does not parse" with its line, not a
+    crash in the checker."""
+    correct = (FILES / "correct_sgd.py").read_bytes()
+    bom = tmp_path / "bom.py"
+    bom.write_bytes(b"\xef\xbb\xbf" + correct)
+    assert check(bom).clean, check(bom).report()
+    latin1 = tmp_path / "latin1.py"
+    latin1.write_bytes(b"# -*- coding: latin-1 -*-\n# caf\xe9\n" + correct)
+    assert check(latin1).clean, check(latin1).report()
+    undeclared = tmp_path / "undeclared.py"
+    undeclared.write_bytes(b"import numpy as np\n# caf\xe9\n" + correct)
+    result = check(undeclared)
+    assert [f.code for f in result.bugs] == ["syntax"], result.report()
+    assert result.bugs[0].text == (
+        f"{undeclared}:2: does not parse: byte 0xe9 is not UTF-8 text: save the file as UTF-8"
+    )
+
+
+def test_nan_initial_weights_are_a_bug(tmp_path: Path) -> None:
+    path = tmp_path / "nn.py"
+    source = (FILES / "correct_sgd.py").read_text()
+    marker = "        self.lr = lr\n"
+    path.write_text(source.replace(marker, marker + "        self.W1[0, 0] = np.nan\n", 1))
+    result = check(path)
+    assert [f.code for f in result.bugs] == ["init-not-finite"], result.report()
+    assert result.bugs[0].text.startswith(
+        "W1 holds NaN or inf after __init__ (1 of 100352 entries)"
+    )
+
+
+def test_every_parameter_out_of_proportion_still_names_what_it_is_compared_with(
+    tmp_path: Path,
+) -> None:
+    """Both biases divided by N twice: W1, W2 above the median, b1, b2 below, and no
+    parameter left "in proportion" to name (the text read "that on : ...")."""
+    path = tmp_path / "nn.py"
+    source = (FILES / "correct_sgd.py").read_text()
+    path.write_text(
+        source.replace("db2 = dZ.sum(axis=0)", "db2 = dZ.mean(axis=0)").replace(
+            "db1 = dH.sum(axis=0)", "db1 = dH.mean(axis=0)"
+        )
+    )
+    result = check(path)
+    scale = [f.text for f in result.bugs if f.code == "scale"]
+    assert len(scale) == 1 and "that on :" not in scale[0], result.report()
+    assert scale[0].endswith("the median of W1, b1, W2, b2: a gradient scaled by mistake")
 
 
 @pytest.mark.parametrize(
@@ -310,10 +362,65 @@ def test_the_starter_is_python_38_and_numpy_only() -> None:
     assert not any(isinstance(n, ast.ImportFrom) for n in ast.walk(tree))
 
 
-def test_a_finding_is_one_line_and_its_fix() -> None:
+def test_a_finding_wraps_to_80_columns() -> None:
     finding = check(FILES / "no_class.py").bugs[0]
-    assert finding.lines() == [
-        f"  BUG   file            {FILES / 'no_class.py'}: defines no class NeuralNetwork",
-        "                        fix: the grader imports a class named NeuralNetwork; "
-        "'handgrad lab start' writes one",
-    ]
+    lines = finding.lines()
+    assert lines[0] == f"  BUG   file            {FILES / 'no_class.py'}: defines no class"
+    assert lines[1].strip() == "NeuralNetwork"
+    assert lines[2].startswith(" " * 24 + "fix: the grader imports a class named")
+    assert all(line.startswith(" " * 29) for line in lines[3:])
+    report = check(FILES / "combo_relu_sum_overflow.py").report()
+    assert all(len(line) <= 80 for line in report.splitlines()), report
+
+
+def test_weight_decay_is_a_note_not_a_bug(tmp_path: Path) -> None:
+    source = (FILES / "correct_sgd.py").read_text()
+    step = "        self.W1 -= self.lr * dW1\n"
+    assert step in source
+    path = tmp_path / "nn.py"
+    decay = "        self.W1 *= 1 - self.lr * 0.1  # weight decay, 0.1\n"
+    path.write_text(source.replace(step, decay + step))
+    result = check(path)
+    assert result.clean, result.report()
+    notes = [f.text for f in result.findings if f.status == "note"]
+    expected = "the step on W1 is -lr * (dW1 + 0.1 * W1): weight decay"
+    assert any(t.startswith(expected) for t in notes), result.report()
+    # A step that is neither the gradient nor gradient + decay is still a bug.
+    path.write_text(source.replace(step, "        self.W1 -= self.lr * (dW1 + 0.1)\n"))
+    assert [f.code for f in check(path).bugs] == ["gradient"]
+
+
+def test_syntax_newer_than_python_38_is_noted(tmp_path: Path) -> None:
+    source = (FILES / "correct_sgd.py").read_text()
+    path = tmp_path / "nn.py"
+    path.write_text(source + "\nmatch 1:\n    case 1:\n        pass\n")
+    result = check(path)
+    assert result.clean
+    start = path.read_text().splitlines().index("match 1:") + 1
+    lines = [f"{path}:{n}: " for n in range(start, start + 3)]  # Python names the last line
+    assert any(
+        f.status == "note" and f.text.startswith(tuple(lines)) and "Python 3.8" in f.text
+        for f in result.findings
+    ), result.report()
+
+
+def test_a_required_constructor_argument_gets_its_fix(tmp_path: Path) -> None:
+    source = (FILES / "correct_sgd.py").read_text()
+    path = tmp_path / "nn.py"
+    new = re.sub(r"def __init__\(self([^)]*)\)", r"def __init__(self\1, *, must)", source, count=1)
+    assert new != source
+    path.write_text(new)
+    (finding,) = check(path).bugs
+    assert "missing 1 required keyword-only argument: 'must'" in finding.text
+    assert "give every extra argument a default" in finding.fix
+
+
+def test_directories_are_not_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["lab", "check", str(tmp_path)]) == 2
+    assert f"{tmp_path} is a directory, not a lab file" in capsys.readouterr().err
+    assert cli_main(["lab", "start", str(tmp_path / "new" / "dir" / "nn.py")]) == 0
+    assert (tmp_path / "new" / "dir" / "nn.py").read_text() == STARTER_SOURCE.read_text()
+    assert cli_main(["lab", "start", str(tmp_path / "new" / "dir")]) == 0
+    assert cli_main(["lab", "start", str(tmp_path / "new" / "dir")]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'new' / 'dir' / 'neural_network.py'} already exists" in err

@@ -267,3 +267,37 @@ def test_a_parameter_in_arithmetic_names_data(use) -> None:  # type: ignore[no-u
     p.data += 1.0  # arithmetic on .data and .grad stays plain NumPy
     p.grad += p.data
     assert np.array_equal(p.grad, 2 * np.ones(3))
+
+
+@pytest.mark.parametrize(
+    ("value", "what"),
+    [
+        (lambda: [Parameter(np.ones(2)), Parameter(np.ones(2))], "a list of Parameters"),
+        (lambda: (Linear(2, 2, rng=0), ReLU()), "a tuple of Modules"),
+        (
+            lambda: {"w": Parameter(np.ones(2)), "fc": Linear(2, 2, rng=0)},
+            "a dict of Parameters and Modules",
+        ),
+    ],
+    ids=["list", "tuple", "dict"],
+)
+def test_parameters_hidden_in_a_container_are_refused(value, what) -> None:  # type: ignore[no-untyped-def]
+    """A list of layers is the first thing many learners write; unregistered, its
+    weights were left out of parameters(), gradcheck ("passed") and save."""
+
+    class Hidden(Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.parts = value()
+
+    with pytest.raises(TypeError, match=f"Hidden.parts: {what} is not registered"):
+        Hidden()
+
+
+def test_containers_of_plain_values_are_still_attributes() -> None:
+    layer = Linear(2, 2, rng=0)
+    layer.sizes = [2, 2]
+    layer.cache = (np.ones(2), None)
+    layer.options = {"a": 1}
+    assert layer.sizes == [2, 2] and layer.options == {"a": 1}
+    assert [name for name, _ in layer.named_parameters()] == ["weight", "bias"]

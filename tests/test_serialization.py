@@ -401,6 +401,23 @@ def test_allow_list_matches_by_bare_name_and_admits_nothing_else(tmp_path: Path)
         serialization.module_from_config(header["architecture"], [Scale])
 
 
+def test_a_bare_name_never_replaces_a_handgrad_class_and_must_be_unambiguous(
+    tmp_path: Path,
+) -> None:
+    """A user's class that happens to be called ``Linear`` used to be built where the
+    file names ``handgrad.nn.layers.Linear`` (then "unexpected keys"); two classes
+    sharing the file's bare name were picked between silently."""
+    path = save(_custom_model(), tmp_path / "custom.npz")
+    mine = type("Linear", (Scale,), {"__module__": "mylayers"})
+    restored = load(path, custom_objects=[mine, Scale])
+    assert type(restored[0]) is Linear and type(restored[1][0]) is Scale
+    first = type("Scale", (Scale,), {"__module__": "one.place"})
+    second = type("Scale", (Scale,), {"__module__": "another.place"})
+    with pytest.raises(ModelFileError, match="matches more than one class of custom_objects"):
+        load(path, custom_objects=[first, second])
+    assert type(load(path, custom_objects=Scale)[1][0]) is Scale  # one class, not a list
+
+
 @pytest.mark.parametrize("bad", [[len], [np.ndarray], {"Scale": 3}])
 def test_allow_list_holds_module_classes_only(tmp_path: Path, bad: Any) -> None:
     path = save(_custom_model(), tmp_path / "custom.npz")

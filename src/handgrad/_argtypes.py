@@ -70,10 +70,11 @@ def _creatable_dir_problem(directory: Path) -> str | None:
     return None
 
 
-def output_file_problem(path: Path) -> str | None:
-    """Why a file cannot be written at ``path`` (parents created as needed), or None."""
+def output_file_problem(path: Path, example: str = "model.npz") -> str | None:
+    """Why a file cannot be written at ``path`` (parents created as needed), or None;
+    ``example`` is the file name suggested when ``path`` is a directory."""
     if path.is_dir():
-        return f"is a directory; give a file name such as {path / 'model.npz'}"
+        return f"is a directory; give a file name such as {path / example}"
     return _creatable_dir_problem(path.parent)
 
 
@@ -82,3 +83,11 @@ def output_dir_problem(path: Path) -> str | None:
     if path.exists() and not path.is_dir():
         return "exists and is not a directory"
     return _creatable_dir_problem(path)
+
+
+def input_file_error(path: Path, what: str) -> FileNotFoundError:
+    """The error for an input that is not a readable file: missing, or something else."""
+    if not path.exists():
+        return FileNotFoundError(f"{what} not found: {path}")
+    kind = "a directory" if path.is_dir() else "not a regular file"
+    return FileNotFoundError(f"{path} is {kind}, not a {what}")

@@ -166,7 +166,9 @@ def _check_param(c: _Context, param: Parameter, start: int, idx: np.ndarray, sca
         moved = np.flatnonzero(entries != original)
         if len(moved) == 1:
             j = int(moved[0])
-            seen[j, round(float(entries[j] - original[j]) / c.eps)] = value
+            offset = float(entries[j] - original[j]) / c.eps
+            if np.isfinite(offset):  # a NaN or inf weight moves by NaN
+                seen[j, round(offset)] = value
         return value
 
     numeric = numeric_gradient(f, entries, c.eps)

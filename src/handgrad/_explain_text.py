@@ -84,6 +84,8 @@ def stats_text(s: Stats) -> str:
 
 def sci(v: float, digits: int = 1) -> str:
     """``4.0e-7``: scientific notation without the exponent's leading zero."""
+    if not np.isfinite(v):  # "nan", "inf": a diverged model's numbers
+        return str(float(v))
     mantissa, exponent = f"{v:.{digits}e}".split("e")
     return f"{mantissa}e{int(exponent)}"
 
@@ -262,8 +264,14 @@ def _summary(out: _Lines, trace: Trace) -> None:
         out.add("the model has no parameters to check")
         return
     checked = [p for p in params if p.rel_error is not None]
-    bad = [p for p in checked if (p.rel_error or 0.0) >= THRESHOLD]
-    if bad:
+    bad = [p for p in checked if not (p.rel_error or 0.0) < THRESHOLD]  # NaN is bad
+    if not np.isfinite(trace.loss.value):
+        out.add(
+            f"the loss is {trace.loss.value}: the weights or the batch hold NaN or inf "
+            "(a diverged training run?), so no gradient can be checked",
+            hang=0,
+        )
+    elif bad:
         out.add(f"{len(bad)} of {len(params)} parameter gradients disagree with central")
         out.add(f"differences (rel. error {sci(THRESHOLD, 0)} or more):")
         for p in bad:

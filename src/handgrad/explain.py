@@ -203,6 +203,8 @@ class Trace:
     def max_rel_error(self) -> float:
         """The largest relative error of any checked parameter gradient (0 if none)."""
         errors = [p.rel_error for p in self.params if p.rel_error is not None]
+        if any(np.isnan(e) for e in errors):  # NaN weights: no check passes
+            return float("nan")
         return max(errors, default=0.0)
 
     def passed(self, threshold: float = THRESHOLD) -> bool:
@@ -307,8 +309,20 @@ def explain(
     """
     if entries is not None and entries < 1:
         raise ValueError(f"entries must be a positive int or None, got {entries!r}")
+    if not isinstance(model, Module):
+        raise TypeError(f"explain needs a handgrad Module as model, got {type(model).__name__}")
+    if isinstance(loss, type):
+        raise TypeError(f"explain needs a loss object, got the class {loss.__name__}: pass "
+                        f"{loss.__name__}()")  # fmt: skip
+    if loss is not None and not isinstance(loss, Loss):
+        raise TypeError(f"explain needs a handgrad Loss as loss, got {type(loss).__name__}")
     loss = CrossEntropyLoss() if loss is None else loss
     x, y = np.asarray(x), np.asarray(y)
+    if x.ndim == 0 or len(x) == 0 or y.ndim == 0 or len(y) != len(x):
+        raise ValueError(
+            f"explain needs a non-empty batch with one target per sample, got x of shape "
+            f"{x.shape} and y of shape {y.shape}"
+        )
     work, work_loss = copy.deepcopy((model, loss))
     work.zero_grad()
     named = list(leaves(work))

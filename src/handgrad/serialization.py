@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from handgrad._argtypes import input_file_error
 from handgrad._atomic import atomic_write
 from handgrad.nn.module import Module
 
@@ -51,8 +52,11 @@ def _allow_list(custom_objects: CustomObjects | None) -> dict[str, type[Module]]
     pairs: Iterable[tuple[str, Any]]
     if isinstance(custom_objects, Mapping):
         pairs = custom_objects.items()
-    else:
-        pairs = ((getattr(c, "__qualname__", repr(c)), c) for c in custom_objects)
+    else:  # custom_objects=Scale: one class, not a list
+        classes: Iterable[Any] = (
+            [custom_objects] if isinstance(custom_objects, type) else custom_objects
+        )
+        pairs = ((getattr(c, "__qualname__", repr(c)), c) for c in classes)
     allowed: dict[str, type[Module]] = {}
     for name, cls in pairs:
         if not (isinstance(cls, type) and issubclass(cls, Module)):
@@ -177,11 +181,21 @@ def _build(config: Any, where: str, allowed: dict[str, type[Module]]) -> Module:
 def _resolve(path: str, where: str, allowed: dict[str, type[Module]]) -> type[Module]:
     """The class a file names: the caller's by full or bare name, else one of handgrad.nn."""
     mod_name, _, cls_name = path.rpartition(".")
-    cls = allowed.get(path) or allowed.get(cls_name)
+    handgrads = mod_name == "handgrad.nn" or mod_name.startswith("handgrad.nn.")
+    cls = allowed.get(path)
+    if cls is None and not handgrads:  # a bare name never stands in for handgrad's Linear
+        same = {c for name, c in allowed.items() if name.rpartition(".")[2] == cls_name}
+        if len(same) > 1:
+            names = ", ".join(sorted(f"{c.__module__}.{c.__qualname__}" for c in same))
+            raise ModelFileError(
+                f"{where}: {path!r} matches more than one class of custom_objects by its "
+                f"bare name ({names}): pass only the one this file was saved with"
+            )
+        cls = next(iter(same), None)
     if cls is not None:
         return cls
     # Only the layer modules: importing e.g. handgrad.__main__ would run the CLI.
-    if not (mod_name == "handgrad.nn" or mod_name.startswith("handgrad.nn.")):
+    if not handgrads:
         raise ModelFileError(
             f"{where}: refusing to build {path!r}: it is not a handgrad.nn class, and "
             "handgrad never imports a class because a file names it. If you trust this "
@@ -266,7 +280,7 @@ def _read_arrays(file: Path) -> dict[str, np.ndarray]:
 def _read(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     file = Path(path)
     if not file.is_file():
-        raise FileNotFoundError(f"model file not found: {file}")
+        raise input_file_error(file, "model file")
     arrays = _read_arrays(file)
     if HEADER_KEY not in arrays:
         raise ModelFileError(f"{file}: not a handgrad model file (no {HEADER_KEY} header)")
@@ -331,8 +345,9 @@ def load(path: str | os.PathLike[str], custom_objects: CustomObjects | None = No
         Your own ``Module`` subclasses that the file may use, e.g.
         ``custom_objects=[Scale]``. A class in the file is matched by its full
         name (``mylayers.Scale``) or its bare name (``Scale``, so a model saved
-        from a script's ``__main__`` loads elsewhere). Only ``handgrad.nn`` and
-        these classes are ever built.
+        from a script's ``__main__`` loads elsewhere; never in place of a
+        ``handgrad.nn`` class, and not when two of them share it). Only
+        ``handgrad.nn`` and these classes are ever built.
 
     Raises
     ------

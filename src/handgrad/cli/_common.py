@@ -60,8 +60,8 @@ def require(module: str, package: str, purpose: str) -> None:
         ) from None
 
 
-def check_output_file(path: Path, option: str) -> None:
-    problem = output_file_problem(path)
+def check_output_file(path: Path, option: str, example: str = "model.npz") -> None:
+    problem = output_file_problem(path, example)
     if problem:
         raise CommandError(f"{option} {path}: {problem}")
 

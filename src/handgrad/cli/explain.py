@@ -110,7 +110,7 @@ def add_explain_parser(sub: Any) -> None:
 def _check_plot(path: Path | None) -> None:
     if path is None:
         return
-    check_output_file(path, "--plot")
+    check_output_file(path, "--plot", "layers.png")
     if importlib.util.find_spec("matplotlib") is None:
         raise CommandError(f"--plot needs matplotlib, which is not installed: {PLOT_HINT}")
 
@@ -214,5 +214,5 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if args.plot is not None:
         path = trace.plot(args.plot)
         print(f"\nhistograms of activations and gradients written to {path}")
-    wrong = [p for p in trace.params if p.rel_error is not None and p.rel_error >= THRESHOLD]
-    return 1 if wrong else 0
+    wrong = [p for p in trace.params if p.rel_error is not None and not p.rel_error < THRESHOLD]
+    return 1 if wrong or not np.isfinite(trace.loss.value) else 0

@@ -15,8 +15,9 @@ from handgrad.lab.handout import ANSWER_SOURCE, DEFAULT_NAME, export_lab, start_
 def _write(write: Any, args: argparse.Namespace) -> Path:
     try:
         return write(args.path, force=args.force)
-    except FileExistsError:
-        raise CommandError(f"{args.path} already exists; --force overwrites it") from None
+    except FileExistsError as exc:
+        target = str(exc).split(" already exists")[0]
+        raise CommandError(f"{target} already exists; --force overwrites it") from None
 
 
 def _cmd_start(args: argparse.Namespace) -> int:

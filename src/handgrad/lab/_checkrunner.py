@@ -62,6 +62,9 @@ def check_file(path: str, shown: str, blocker: Any, time_limit: float = 30.0) ->
     learner = Learner(path, shown, time_limit)
     try:
         cls = learner.load(blocker)
+        newer = learner.newer_syntax()
+        if newer:
+            yield note("file", f"{newer}: Python 3.8, which the lab supports, cannot parse it")
         problem = signature_problem(cls)
         if problem:
             fix = "keep the contract's signatures: 'handgrad lab start' writes them"
@@ -118,6 +121,13 @@ def _sig(x: float) -> str:
 def _initialisation(session: Session, model: Any) -> Iterator[Finding]:
     """The learner's own initial weights, against the He scale ``sqrt(2 / fan_in)``."""
     parts, problems = [], []
+    for name in ("W1", "b1", "W2", "b2"):
+        value = np.asarray(getattr(model, name), dtype=np.float64)
+        bad = int(value.size - np.count_nonzero(np.isfinite(value)))
+        if bad:
+            text = f"{name} holds NaN or inf after __init__ ({bad} of {value.size} entries)"
+            fix = f"build {name} from finite numbers only: random weights, zero biases"
+            problems.append(("init-not-finite", text, fix))
     for name, fan_in in (("W1", 784), ("W2", 128)):
         w = np.asarray(getattr(model, name), dtype=np.float64)
         rms = float(np.sqrt(np.mean(w * w)))

@@ -166,6 +166,7 @@ def _directions(
         # only the sampled entries are known: compare the steps there
         right = numeric
         steps = {k: s.ravel()[entries[k]] for k, s in steps.items()}
+        params = {k: p.ravel()[entries[k]] for k, p in params.items()}
         candidates = {"right": numeric}
     rules: dict[str, str] = {}
     named: dict[str, list[tuple[str, float, float]]] = {}  # bug: [(param, right, bug's)]
@@ -188,6 +189,15 @@ def _directions(
         if fits[best][0] >= D.AGREE:
             rules[name] = fits[best][1]
             named.setdefault(best, []).append((name, fit, fits[best][0]))
+            continue
+        decay = _weight_decay(step, right[name], params[name])
+        if decay is not None:
+            rules[name] = "linear"
+            text = (
+                f"the step on {name} is -lr * (d{name} + {decay:.2g} * {name}): weight decay "
+                f"(L2), not a bug; d{name} itself follows the gradient"
+            )
+            yield note("update rule", text)
             continue
         text = (
             f"d{name} disagrees with the numeric gradient of your forward "
@@ -215,10 +225,28 @@ def _directions(
         text = "for the size of its gradient, the step on " + ", ".join(
             f"{k} is {ratio:.3g}x" for k, ratio in odd.items()
         )
-        text += f" that on {others}: a gradient scaled by mistake"
+        if others:
+            text += f" that on {others}: a gradient scaled by mistake"
+        else:  # every step is off the median: no parameter to compare with by name
+            text += f" the median of {', '.join(rates)}: a gradient scaled by mistake"
         fix = "every gradient comes from the same loss: look for a factor (N, 255) only it gets"
         yield bug("gradients", "scale", text, fix)
     return rules
+
+
+def _weight_decay(step: np.ndarray, grad: np.ndarray, weights: np.ndarray) -> float | None:
+    """``lambda`` when the step is ``-lr * (grad + lambda * weights)`` (SGD with L2 or
+    weight decay), to the agreement the check asks of any step; None otherwise."""
+    basis = np.stack([-grad.ravel(), -weights.ravel()], axis=1).astype(np.float64)
+    target = step.ravel().astype(np.float64)
+    if not np.any(basis[:, 1]):
+        return None
+    (lr, lr_decay), *_ = np.linalg.lstsq(basis, target, rcond=None)
+    fitted = basis @ np.array([lr, lr_decay])
+    denominator = np.linalg.norm(fitted) * np.linalg.norm(target)
+    if lr <= 0 or lr_decay <= 0 or denominator == 0:
+        return None
+    return float(lr_decay / lr) if fitted @ target / denominator >= D.AGREE else None
 
 
 def _batch_mean(

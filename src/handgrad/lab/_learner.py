@@ -6,12 +6,13 @@ finding that names the file, the method and the line, never a traceback.
 
 from __future__ import annotations
 
+import ast
 import re
 import traceback
 import types
 from typing import Any
 
-from handgrad.lab._sandbox import ImportBlocker
+from handgrad.lab._sandbox import ImportBlocker, read_source
 from handgrad.lab.findings import Finding, bug
 
 _SHAPES = re.compile(r"mismatch in its core dimension|not aligned|shapes? \(")
@@ -46,10 +47,8 @@ class Learner:
         self.path, self.shown, self.time_limit = path, shown, time_limit
 
     def load(self, blocker: ImportBlocker) -> type:
-        with open(self.path, encoding="utf-8") as f:
-            source = f.read()
         try:
-            code = compile(source, self.path, "exec")
+            code = compile(read_source(self.path), self.path, "exec")
         except SyntaxError as exc:
             where = f"{self.shown}:{exc.lineno}" if exc.lineno else self.shown
             text = f"{where}: does not parse: {exc.msg}"
@@ -74,6 +73,15 @@ class Learner:
             fix = "the grader imports a class named NeuralNetwork; 'handgrad lab start' writes one"
             raise Stop(bug("file", "no-class", text, fix))
         return cls
+
+    def newer_syntax(self) -> str | None:
+        """Where the file uses syntax Python 3.8 (the lab's oldest) cannot parse, or None."""
+        try:
+            ast.parse(read_source(self.path), self.path, feature_version=(3, 8))
+        except SyntaxError as exc:
+            where = f"{self.shown}:{exc.lineno}" if exc.lineno else self.shown
+            return f"{where}: {exc.msg}"
+        return None
 
     def call(self, method: str, fn: Any, *args: Any) -> Any:
         """``fn(*args)``; a :class:`Stop` naming the method and the line if it fails."""
@@ -109,6 +117,12 @@ class Learner:
             return bug(method, "exception", text, "return a value instead of exiting")
         text = f"{where}: {who} raised {type(exc).__name__}" + (f": {what}" if what else "")
         code, fix = "exception", f"look at line {line}: {source}" if source else ""
+        if isinstance(exc, TypeError) and not frames and "required" in what:
+            # raised by the call itself, not inside the learner's code: a signature
+            fix = (
+                f"the grader calls {method} as the lab's contract does: give every extra "
+                "argument a default ('handgrad lab start' writes the signatures)"
+            )
         if isinstance(exc, ValueError) and _SHAPES.search(what) and not _BROADCAST.search(what):
             code = "transpose"
             fix = (

@@ -28,7 +28,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from handgrad.lab._contract import signature_problem, weights_problem
-from handgrad.lab._sandbox import ImportBlocker, confine, emit, sandbox
+from handgrad.lab._sandbox import ImportBlocker, confine, emit, read_source, sandbox
 
 #: How arrays travel on the result pipe: little-endian raw bytes, base64 in the JSON line.
 PROBS_DTYPE = np.dtype("<f4")
@@ -100,12 +100,10 @@ def _call(where: str, fn: Any, *args: Any) -> Any:
 
 
 def _load_submission(path: str, blocker: ImportBlocker) -> type:
-    with open(path, encoding="utf-8") as f:
-        source = f.read()
     module = types.ModuleType("submission")
     module.__file__ = path
     try:
-        _call("at import", exec, compile(source, path, "exec"), module.__dict__)
+        _call("at import", exec, compile(read_source(path), path, "exec"), module.__dict__)
     except ImportError as exc:
         if blocker.blocked:
             raise Rejected(

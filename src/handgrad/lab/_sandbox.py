@@ -18,6 +18,31 @@ import sysconfig
 from typing import Any, TextIO
 
 
+def read_source(path: str) -> str:
+    """The text of a Python file, decoded as Python decodes it: UTF-8, a UTF-8 byte
+    order mark (Windows editors write one) or a ``# -*- coding: ... -*-`` line.
+
+    A file that does not decode raises :class:`SyntaxError` with its line, as
+    ``python FILE`` would, so that it is reported as a file that does not parse.
+    """
+    import importlib.util
+
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        return importlib.util.decode_source(raw)
+    except (SyntaxError, UnicodeDecodeError) as exc:
+        try:  # which byte: decode_source does not say when it is on line 1 or 2
+            raw.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            line = raw[: bad.start].count(b"\n") + 1
+            msg = f"byte 0x{raw[bad.start]:02x} is not UTF-8 text: save the file as UTF-8"
+            raise SyntaxError(msg, (path, line, None, None)) from None
+        if isinstance(exc, SyntaxError):  # "unknown encoding: ..."
+            raise
+        raise SyntaxError(str(exc), (path, 1, None, None)) from None
+
+
 def _real(path: str) -> str:
     return os.path.normcase(os.path.realpath(path))
 

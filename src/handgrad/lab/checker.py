@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from handgrad._argtypes import input_file_error
 from handgrad.lab._child import crash_reason, run_child
 from handgrad.lab.findings import Finding, bug
 
@@ -63,7 +64,7 @@ def check(
     """
     target = Path(path)
     if not target.is_file():
-        raise FileNotFoundError(f"lab file not found: {target}")
+        raise input_file_error(target, "lab file")
     for name, value in {"time_limit": time_limit, "memory_mb": memory_mb}.items():
         if not (math.isfinite(value) and value > 0):
             raise ValueError(f"{name} must be positive, got {value}")

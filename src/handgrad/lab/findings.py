@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -33,10 +34,25 @@ class Finding:
             **{k: str(record.get(k, "")) for k in ("status", "topic", "text", "fix", "code")}
         )
 
-    def lines(self) -> list[str]:
-        """The report's lines for this finding: the finding, then its fix (never wrapped)."""
-        head = f"  {MARKS.get(self.status, self.status):<5} {self.topic:<15} {self.text}"
-        return [head] + ([f"{'':24}fix: {self.fix}"] if self.fix else [])
+    def lines(self, width: int = 80) -> list[str]:
+        """The report's lines for this finding, then its fix, wrapped to ``width`` columns
+        (a word longer than a line, such as a path, is left whole)."""
+        head = f"  {MARKS.get(self.status, self.status):<5} {self.topic:<15} "
+        lines = _wrap(self.text, head, " " * len(head), width)
+        if self.fix:
+            lines += _wrap(self.fix, " " * len(head) + "fix: ", " " * (len(head) + 5), width)
+        return lines
+
+
+def _wrap(text: str, first: str, rest: str, width: int) -> list[str]:
+    return textwrap.wrap(
+        text,
+        width,
+        initial_indent=first,
+        subsequent_indent=rest,
+        break_long_words=False,
+        break_on_hyphens=False,
+    ) or [first.rstrip()]
 
 
 def bug(topic: str, code: str, text: str, fix: str) -> Finding:

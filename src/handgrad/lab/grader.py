@@ -23,6 +23,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from handgrad._argtypes import input_file_error
 from handgrad.lab._child import ChildEnd, crash_reason, run_child
 
 
@@ -155,7 +156,7 @@ def grade(
 
     submission = Path(path)
     if not submission.is_file():
-        raise FileNotFoundError(f"submission not found: {submission}")
+        raise input_file_error(submission, "submission")
     _check_arguments(
         time_limit, memory_mb, epochs, batch_size, train_size, val_fraction, seed, min_accuracy
     )

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from handgrad._argtypes import output_file_problem
+from handgrad._atomic import atomic_write
+
 ANSWER_SOURCE = Path(__file__).with_name("answer.py")
 STARTER_SOURCE = Path(__file__).with_name("starter.py")
 DEFAULT_NAME = "neural_network.py"
@@ -18,13 +21,14 @@ def _write(source: Path, path: str | Path, force: bool) -> Path:
     target = Path(path)
     if target.is_dir():
         target = target / DEFAULT_NAME
-    text = source.read_text(encoding="utf-8")
-    try:
-        with open(target, "w" if force else "x", encoding="utf-8") as f:
-            f.write(text)
-    except FileExistsError:
-        raise FileExistsError(f"{target} already exists; force=True overwrites it") from None
-    return target
+    if target.exists() and not force:
+        raise FileExistsError(f"{target} already exists; force=True overwrites it")
+    problem = output_file_problem(target, DEFAULT_NAME)
+    if problem:
+        raise OSError(f"{target}: {problem}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # written whole or not at all: an interrupted --force never leaves half a file
+    return atomic_write(target, lambda f: f.write(source.read_bytes()))
 
 
 def export_lab(path: str | Path = DEFAULT_NAME, *, force: bool = False) -> Path:

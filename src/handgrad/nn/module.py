@@ -17,6 +17,23 @@ import numpy as np
 from handgrad.nn.parameter import Parameter
 
 
+def _refuse_hidden_parameters(owner: Any, name: str, value: Any) -> None:
+    """A list, tuple or dict of Parameters or Modules is not registered: parameters(),
+    optimizers, gradcheck and save would silently leave them out. Say so."""
+    items = list(value.values() if isinstance(value, dict) else value)
+    params = any(isinstance(v, Parameter) for v in items)
+    modules = any(isinstance(v, Module) for v in items)
+    if not (params or modules):
+        return
+    what = " and ".join(k for k, found in (("Parameters", params), ("Modules", modules)) if found)
+    raise TypeError(
+        f"{type(owner).__name__}.{name}: a {type(value).__name__} of {what} is not "
+        "registered, so parameters(), the optimizer, gradcheck and save would leave "
+        "them out; assign each to an attribute of its own (self.w0 = Parameter(...)), "
+        "or put layers in an nn.Sequential"
+    )
+
+
 class Module:
     """Base class of every layer, activation and network.
 
@@ -55,6 +72,9 @@ class Module:
         elif isinstance(value, Module):
             self._modules[name] = value
         else:
+            # public names only: a module's own bookkeeping (Sequential._ran) is private
+            if isinstance(value, (list, tuple, dict)) and not name.startswith("_"):
+                _refuse_hidden_parameters(self, name, value)
             object.__setattr__(self, name, value)
 
     def __getattr__(self, name: str) -> Any:
