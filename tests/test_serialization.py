@@ -418,8 +418,8 @@ def test_a_bare_name_never_replaces_a_handgrad_class_and_must_be_unambiguous(
     assert type(load(path, custom_objects=Scale)[1][0]) is Scale  # one class, not a list
 
 
-@pytest.mark.parametrize("bad", [[len], [np.ndarray], {"Scale": 3}])
+@pytest.mark.parametrize("bad", [[len], [np.ndarray], {"Scale": 3}, ["Scale"]])
 def test_allow_list_holds_module_classes_only(tmp_path: Path, bad: Any) -> None:
     path = save(_custom_model(), tmp_path / "custom.npz")
-    with pytest.raises(TypeError, match="must be a Module subclass"):
+    with pytest.raises(TypeError, match=r"not a Module subclass: pass the classes themselves"):
         load(path, custom_objects=bad)

@@ -60,7 +60,10 @@ def _allow_list(custom_objects: CustomObjects | None) -> dict[str, type[Module]]
     allowed: dict[str, type[Module]] = {}
     for name, cls in pairs:
         if not (isinstance(cls, type) and issubclass(cls, Module)):
-            raise TypeError(f"custom_objects: {name!r} must be a Module subclass, got {cls!r:.60}")
+            raise TypeError(
+                f"custom_objects holds {cls!r:.60}, not a Module subclass: pass the classes "
+                "themselves, e.g. custom_objects=[MyLayer] or {'MyLayer': MyLayer}"
+            )
         allowed[name] = cls
         allowed[f"{cls.__module__}.{cls.__qualname__}"] = cls
     return allowed
