@@ -7,6 +7,8 @@
 """
 
 from handgrad import nn, optim
+from handgrad._blas import blas_threads as get_blas_threads
+from handgrad._blas import set_blas_threads
 from handgrad._parallel import get_num_threads, set_num_threads
 from handgrad.explain import explain
 from handgrad.gradcheck import GradcheckError, GradcheckResult, gradcheck, gradcheck_loss
@@ -19,6 +21,7 @@ __all__ = [
     "GradcheckResult",
     "__version__",
     "explain",
+    "get_blas_threads",
     "get_num_threads",
     "gradcheck",
     "gradcheck_loss",
@@ -27,5 +30,6 @@ __all__ = [
     "nn",
     "optim",
     "save",
+    "set_blas_threads",
     "set_num_threads",
 ]

@@ -201,7 +201,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     args.start_time = time.perf_counter()
-    restore = _set_threads(args.threads, args.model) if "threads" in args else None
+    restore = (
+        _set_threads(args.threads, getattr(args, "model", "mlp")) if "threads" in args else None
+    )
     try:
         return int(args.func(args))
     except (CommandError, ValueError, OSError, MemoryError, ImportError) as exc:

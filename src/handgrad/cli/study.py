@@ -9,7 +9,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from handgrad._argtypes import non_negative_int, output_dir_problem
+from handgrad._argtypes import non_negative_int, output_dir_problem, positive_int
 from handgrad.cli._common import CommandError
 
 STUDY_EPILOG = """\
@@ -40,6 +40,15 @@ def add_study_parser(sub: Any) -> None:
     p.add_argument("--quick", action="store_true", help="a reduced run that takes seconds")
     p.add_argument("--out", type=Path, help="folder for figures and report.md (study-NAME)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0)")
+    p.add_argument(
+        "--threads",
+        type=positive_int,
+        default=None,
+        help="threads for NumPy's matrix products (default 1, unless OPENBLAS_NUM_THREADS or "
+        "OMP_NUM_THREADS is set: these small networks gain little from a second thread, and "
+        "lose much when another program is busy); the same seed gives the same table at the "
+        "same thread count",
+    )
     p.set_defaults(func=cmd_study)
 
 
