@@ -110,3 +110,13 @@ def test_same_seed_same_table(tmp_path: Path) -> None:
     assert tables[0] == tables[1]
     other = run_study("single-neuron", Context(seed=6, quick=True, out=tmp_path / "6")).text()
     assert other != tables[0]  # the seed reaches the data
+
+
+def test_the_docs_show_every_study_with_its_figure() -> None:
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    text = (docs / "studies.md").read_text(encoding="utf-8")
+    for i, study in enumerate(STUDIES, 1):
+        assert f"\n## {i}. {study.name}\n" in text, study.name
+        assert f"`handgrad study {study.name}`, " in text, study.name
+        assert f"| [{study.name}](#{i}-{study.name}) | {study.summary} |" in text, study.name
+        assert (docs / "studies" / f"{study.name}.png").is_file(), study.name
