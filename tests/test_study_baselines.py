@@ -4,32 +4,21 @@ and a k-nearest-neighbour search that is exact and stays within its chunk's memo
 from __future__ import annotations
 
 import tracemalloc
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from handgrad._blas import blas_threads, set_blas_threads
 from handgrad.cli import main
 from handgrad.studies import Context, Report, run_study
 from handgrad.studies.baselines import choose_k, knn_vote, nearest_centroid, nearest_neighbours
+from tests._studies import one_blas_thread, run_command  # noqa: F401
 
 pytest.importorskip("matplotlib")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_blas_thread() -> Iterator[None]:
-    # Small matrix products on a busy machine: one BLAS thread, as `handgrad train` uses.
-    before = blas_threads()
-    set_blas_threads(1)
-    yield
-    if before:
-        set_blas_threads(before)
-
-
 @pytest.fixture(scope="module")
-def report(one_blas_thread: None, tmp_path_factory: pytest.TempPathFactory) -> Report:
+def report(tmp_path_factory: pytest.TempPathFactory) -> Report:
     return run_study("baselines", Context(seed=0, quick=True, out=tmp_path_factory.mktemp("b")))
 
 

@@ -3,28 +3,17 @@ learning-rate sweep detects and reports the divergent rate instead of crashing."
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from handgrad._blas import blas_threads, set_blas_threads
 from handgrad.cli import main
 from handgrad.studies import Context, run_study
 from handgrad.studies.course_mlp import Run
 from handgrad.train import History
+from tests._studies import one_blas_thread, run_command  # noqa: F401
 
 pytest.importorskip("matplotlib")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_blas_thread() -> Iterator[None]:
-    # Small matrix products on a busy machine: one BLAS thread, as `handgrad train` uses.
-    before = blas_threads()
-    set_blas_threads(1)
-    yield
-    if before:
-        set_blas_threads(before)
 
 
 def test_course_mlp_study(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

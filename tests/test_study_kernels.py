@@ -4,53 +4,23 @@ say, and a briefly trained LeNet's first-layer filters are drawn and compared.""
 
 from __future__ import annotations
 
-import contextlib
-import io
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 
-import handgrad.studies
-from handgrad._blas import blas_threads, set_blas_threads
-from handgrad.cli import main
 from handgrad.studies import Report
 from handgrad.studies.kernels import KERNELS, apply_kernels, best_cosines, max_pool
+from tests._studies import one_blas_thread, run_command  # noqa: F401
 
 pytest.importorskip("matplotlib")
-
-
-@pytest.fixture(autouse=True)
-def one_blas_thread() -> Iterator[None]:
-    # Small matrix products on a busy machine: one BLAS thread, as `handgrad train` uses.
-    before = blas_threads()
-    set_blas_threads(1)
-    yield
-    if before:
-        set_blas_threads(before)
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Report, str, Path]:
     out = tmp_path_factory.mktemp("kernels")
-    reports: list[Report] = []
-    original = handgrad.studies.run_study
-
-    def keep(name: str, ctx: Any) -> Report:
-        reports.append(original(name, ctx))
-        return reports[-1]
-
-    before = blas_threads()
-    set_blas_threads(1)
-    printed = io.StringIO()
-    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(printed):
-        mp.setattr(handgrad.studies, "run_study", keep)
-        assert main(["study", "kernels", "--quick", "--out", str(out)]) == 0
-    if before:
-        set_blas_threads(before)
-    return reports[0], printed.getvalue(), out
+    report, printed = run_command("kernels", out)
+    return report, printed, out
 
 
 def test_command_writes_the_course_figure_and_the_filters(run: tuple[Report, str, Path]) -> None:

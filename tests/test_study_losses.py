@@ -4,28 +4,18 @@ it; the same seed gives the same table, bit for bit."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from handgrad import nn
-from handgrad._blas import blas_threads, set_blas_threads
 from handgrad.cli import main
 from handgrad.studies import Context, Report, run_study
 from handgrad.studies.losses import gradient_spread, one_hot
+from tests._studies import one_blas_thread, run_command  # noqa: F401
 
 pytest.importorskip("matplotlib")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_blas_thread() -> Iterator[None]:
-    before = blas_threads()
-    set_blas_threads(1)  # small matrix products: one BLAS thread is the fast choice
-    yield
-    if before:
-        set_blas_threads(before)
 
 
 @pytest.fixture(scope="module")

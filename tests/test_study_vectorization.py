@@ -4,16 +4,11 @@ may be busy)."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 
-import handgrad.studies
-from handgrad.cli import main
 from handgrad.studies import Report
 from handgrad.studies.vectorization import (
     forward_broadcast,
@@ -22,6 +17,7 @@ from handgrad.studies.vectorization import (
     linear_layer,
     median_seconds,
 )
+from tests._studies import one_blas_thread, run_command  # noqa: F401
 
 pytest.importorskip("matplotlib")
 
@@ -29,18 +25,8 @@ pytest.importorskip("matplotlib")
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Report, str, Path]:
     out = tmp_path_factory.mktemp("vec")
-    reports: list[Report] = []
-    original = handgrad.studies.run_study
-
-    def keep(name: str, ctx: Any) -> Report:
-        reports.append(original(name, ctx))
-        return reports[-1]
-
-    printed = io.StringIO()
-    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(printed):
-        mp.setattr(handgrad.studies, "run_study", keep)
-        assert main(["study", "vectorization", "--quick", "--out", str(out)]) == 0
-    return reports[0], printed.getvalue(), out
+    report, printed = run_command("vectorization", out)
+    return report, printed, out
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
