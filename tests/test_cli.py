@@ -51,9 +51,9 @@ def trained(small_mnist: Path, tmp_path_factory: pytest.TempPathFactory) -> tupl
     return model, plots, text
 
 
-def _run(argv: list[str]) -> tuple[int, str]:
+def _run(argv: list[str], timeout: float = 120) -> tuple[int, str]:
     proc = subprocess.run(
-        [sys.executable, "-m", "handgrad", *argv], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "handgrad", *argv], capture_output=True, text=True, timeout=timeout
     )
     return proc.returncode, proc.stdout + proc.stderr
 

@@ -184,7 +184,9 @@ def test_lenet_one_epoch_on_full_mnist() -> None:
 @pytest.mark.slow
 def test_cnn_two_epochs_on_full_mnist() -> None:
     """The full run (20 epochs) reached 99.6%+; two augmented epochs must reach 99.0%."""
-    code, text = _run(["train", "--model", "cnn", "--epochs", "2", "--no-save"])
+    # about 70 s on the idle 2-core machine; the bar is accuracy, so a busy machine
+    # (a CI neighbour) gets room rather than a timeout
+    code, text = _run(["train", "--model", "cnn", "--epochs", "2", "--no-save"], timeout=600)
     assert code == 0, text
     assert _accuracy(text) >= 0.99, text
 

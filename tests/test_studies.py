@@ -20,6 +20,9 @@ from handgrad.studies.single_neuron import perceptron
 pytest.importorskip("matplotlib")
 
 
+TESTS = Path(__file__).resolve().parent
+
+
 def test_registry_entries_are_complete() -> None:
     names = [s.name for s in STUDIES]
     assert len(names) == len(set(names))
@@ -28,7 +31,7 @@ def test_registry_entries_are_complete() -> None:
         assert callable(module.run), study.name
         assert module.__doc__ and module.__doc__.startswith(f"{study.name}:"), study.name
         assert study.summary and study.full_time and study.quick_time
-        assert Path(f"tests/test_study_{study.name.replace('-', '_')}.py").exists() or (
+        assert (TESTS / f"test_study_{study.name.replace('-', '_')}.py").exists() or (
             study.name == "single-neuron"  # tested below
         ), f"{study.name} has no test file"
 
@@ -120,3 +123,22 @@ def test_the_docs_show_every_study_with_its_figure() -> None:
         assert f"`handgrad study {study.name}`, " in text, study.name
         assert f"| [{study.name}](#{i}-{study.name}) | {study.summary} |" in text, study.name
         assert (docs / "studies" / f"{study.name}.png").is_file(), study.name
+
+
+def test_out_never_overwrites_a_report_md_it_did_not_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `--out .` in a project with its own report.md must not replace the user's file
+    notes = tmp_path / "report.md"
+    notes.write_text("# My notes\n\nimportant\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["study", "single-neuron", "--quick", "--out", "."]) == 2
+    err = capsys.readouterr().err
+    assert "report.md exists and is not a report of handgrad study; not overwriting" in err
+    assert notes.read_text() == "# My notes\n\nimportant\n"
+    assert not (tmp_path / "perceptron.png").exists()  # refused before running
+    # a report of an earlier study in the same folder is replaced, as before
+    out = tmp_path / "again"
+    assert main(["study", "single-neuron", "--quick", "--out", str(out)]) == 0
+    assert main(["study", "single-neuron", "--quick", "--out", str(out)]) == 0
+    assert (out / "report.md").read_text().startswith("# One neuron")

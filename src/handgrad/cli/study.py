@@ -20,7 +20,8 @@ examples:
   handgrad study optimizers --out runs/opt --seed 1
 
 Each study writes its figures (PNG) and report.md, with its table and the command
-that made it, into --out. The same seed gives the same table, bit for bit.
+that made it, into --out. The same seed gives the same table, bit for bit, at the
+same thread count. The figures need matplotlib: pip install "handgrad[plots]".
 """
 
 
@@ -63,6 +64,22 @@ def _listing() -> str:
     return "\n".join(lines)
 
 
+def _foreign_report_problem(out: Path) -> str | None:
+    """Why ``out/report.md`` must not be overwritten: it exists and is not a report of
+    ``handgrad study`` (a user's own notes in ``--out .``, say), or None."""
+    path = out / "report.md"
+    if not path.exists():
+        return None
+    try:
+        with path.open(encoding="utf-8", errors="replace") as fh:
+            head = [fh.readline() for _ in range(3)]
+    except OSError:
+        head = []
+    if head and head[0].startswith("# ") and head[2].startswith("`handgrad study "):
+        return None  # an earlier study's report: replaced, as the same command gives
+    return f"{path} exists and is not a report of handgrad study; not overwriting it"
+
+
 def cmd_study(args: argparse.Namespace) -> int:
     from handgrad.studies import INSTALL, Context, find, missing_packages, run_study, write_report
 
@@ -82,12 +99,13 @@ def cmd_study(args: argparse.Namespace) -> int:
             f"study {study.name} needs {', '.join(missing)}, not installed ({hints})"
         )
     out = args.out if args.out is not None else Path(f"study-{study.name}")
-    problem = output_dir_problem(out)
+    problem = output_dir_problem(out) or _foreign_report_problem(out)
     if problem:
         raise CommandError(f"--out {out}: {problem}")
 
     command = ["handgrad", "study", study.name]
     command += ["--quick"] * args.quick + (["--seed", str(args.seed)] if args.seed else [])
+    command += ["--threads", str(args.threads)] if args.threads else []
     report = run_study(study.name, Context(seed=args.seed, quick=args.quick, out=out))
     print(report.text(), end="")
     path = write_report(report, out, shlex.join(command))

@@ -123,13 +123,15 @@ def time_forwards(
             error = max(error, float(np.max(np.abs(fn() - reference))))
             # the loops take seconds at large batches: fewer repeats there
             result[name] = median_seconds(fn, max(3, repeats // 3) if name == "loops" else repeats)
-        if default is not None and default > 1:
-            set_blas_threads(default)
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        if default is not None and (cpus or 1) > 1:
+            set_blas_threads(cpus or 1)  # every core this process may use
             result["matmul_threads"] = median_seconds(versions["matmul"], repeats)
+            result["threads"] = float(cpus or 1)
     finally:
         if default is not None:
             set_blas_threads(default)
-    result["threads"] = float(default or 1)
+    result.setdefault("threads", 1.0)
     result["max_error"] = error
     return result
 
@@ -189,7 +191,7 @@ def run(ctx: Context) -> Report:
                 "row by row",
                 "broadcast",
                 "matmul",
-                f"matmul, {threads} threads",
+                f"matmul, {threads} thread{'s' * (threads > 1)}",
                 "loops/matmul",
                 "rows/matmul",
                 "broadcast/matmul",
