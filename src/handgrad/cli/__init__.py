@@ -201,9 +201,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     args.start_time = time.perf_counter()
-    restore = (
-        _set_threads(args.threads, getattr(args, "model", "mlp")) if "threads" in args else None
-    )
+    # train and kaggle choose by --model; the other commands with threads (study, explain)
+    # run small dense products, as an MLP does
+    network = args.model if args.command in ("train", "kaggle") else "mlp"
+    restore = _set_threads(args.threads, network) if "threads" in args else None
     try:
         return int(args.func(args))
     except (CommandError, ValueError, OSError, MemoryError, ImportError) as exc:

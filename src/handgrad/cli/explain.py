@@ -4,10 +4,7 @@ by layer, with the formulas, the shapes, the statistics and numeric gradient che
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
-import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +20,6 @@ from handgrad.cli._common import (
 )
 
 PLOT_HINT = 'pip install "handgrad[plots]"'
-BLAS_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
 
 EXPLAIN_DESCRIPTION = """\
 One forward and one backward pass of a network on a batch of MNIST, printed layer
@@ -104,7 +100,9 @@ def add_explain_parser(sub: Any) -> None:
         help="directory with the four MNIST-format files, of which the test images are "
         "used (default: the shipped MNIST)",
     )
-    p.set_defaults(func=cmd_explain)
+    # no --threads option, but main()'s thread set-up: the numeric check runs hundreds of
+    # small forward passes, fastest on one BLAS thread (unless the environment sets them)
+    p.set_defaults(func=cmd_explain, threads=None)
 
 
 def _check_plot(path: Path | None) -> None:
@@ -159,24 +157,6 @@ def _mnist_batch(args: argparse.Namespace, model: Any | None) -> tuple[Any, Any,
     return model, (x, labels[pick]), about
 
 
-@contextlib.contextmanager
-def _one_blas_thread() -> Iterator[None]:
-    """The numeric check runs hundreds of small forward passes: one BLAS thread is
-    the fastest for them, and many times faster than several on a busy machine
-    (as for ``handgrad train``'s MLP, unless the environment sets the threads)."""
-    from handgrad._blas import blas_threads, set_blas_threads
-
-    before = blas_threads()
-    if before is None or any(os.environ.get(v) for v in BLAS_VARS):
-        yield
-        return
-    set_blas_threads(1)
-    try:
-        yield
-    finally:
-        set_blas_threads(before)
-
-
 def cmd_explain(args: argparse.Namespace) -> int:
     from handgrad.explain import THRESHOLD, explain, tiny_example
     from handgrad.serialization import load
@@ -208,8 +188,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
             ("network", network),
             ("data", f"{len(y)} {source} drawn with seed {args.seed}, pixels / 255"),
         ]
-    with _one_blas_thread():
-        trace = explain(model, x, y, entries=args.entries, seed=args.seed)
+    trace = explain(model, x, y, entries=args.entries, seed=args.seed)
     print(trace.format(title=title, about=about), end="")
     if args.plot is not None:
         path = trace.plot(args.plot)
