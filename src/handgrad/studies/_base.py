@@ -14,6 +14,9 @@ from typing import IO, Any, TypeVar
 import numpy as np
 
 from handgrad._atomic import atomic_write
+from handgrad.plots import _pyplot as pyplot  # headless; the command checks matplotlib first
+
+__all__ = ["Context", "Report", "Table", "pyplot", "write_report"]
 
 T = TypeVar("T")
 # A cell that is a number, perhaps with a unit: "98.2%", "1.5e-06", "12.3 s", "2.1x", "-".
@@ -161,14 +164,3 @@ def write_report(report: Report, out: Path, command: str) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     text = report.markdown(command)
     return atomic_write(out / "report.md", lambda fh: fh.write(text.encode("utf-8")))
-
-
-def pyplot() -> Any:
-    """matplotlib's pyplot, headless. The command checks that matplotlib is installed
-    before a study starts (see ``StudyInfo.needs``)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
