@@ -7,16 +7,13 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 
-import handgrad.studies
-from handgrad._blas import blas_threads, set_blas_threads
-from handgrad.cli import main
 from handgrad.studies import Report
 from handgrad.studies.activations import activation_curves
+from tests._studies import one_blas_thread, run_command  # noqa: F401
 
 pytest.importorskip("matplotlib")
 
@@ -27,23 +24,8 @@ RELU_FAMILY = ("ReLU", "leaky ReLU", "ELU", "GELU", "SiLU")
 def study(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Report, str, Path]]:
     """One quick run through the command line; the report it printed is kept."""
     out = tmp_path_factory.mktemp("activations")
-    reports: list[Report] = []
-    real = handgrad.studies.run_study
-
-    def spy(*args: Any, **kwargs: Any) -> Report:
-        reports.append(real(*args, **kwargs))
-        return reports[-1]
-
-    before = blas_threads()
-    set_blas_threads(1)  # small matrix products: one BLAS thread is the fast choice
-    try:
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(handgrad.studies, "run_study", spy)
-            assert main(["study", "activations", "--quick", "--out", str(out)]) == 0
-    finally:
-        if before:
-            set_blas_threads(before)
-    yield reports[0], reports[0].text(), out
+    report, _ = run_command("activations", out)
+    yield report, report.text(), out
 
 
 def test_writes_report_and_figures(study: tuple[Report, str, Path]) -> None:

@@ -7,16 +7,13 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Iterator
-from typing import Any
 
 import numpy as np
 import pytest
 
-import handgrad.studies
-from handgrad._blas import blas_threads, set_blas_threads
-from handgrad.cli import main
 from handgrad.studies import Report
 from handgrad.studies.batch_size import curve_noise, sampling_noise
+from tests._studies import one_blas_thread, run_command  # noqa: F401
 
 pytest.importorskip("matplotlib")
 
@@ -25,26 +22,11 @@ pytest.importorskip("matplotlib")
 def study(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Report, str]]:
     """One quick run through the command line; the report it printed is kept."""
     out = tmp_path_factory.mktemp("batch")
-    reports: list[Report] = []
-    real = handgrad.studies.run_study
-
-    def spy(*args: Any, **kwargs: Any) -> Report:
-        reports.append(real(*args, **kwargs))
-        return reports[-1]
-
-    before = blas_threads()
-    set_blas_threads(1)  # small matrix products: one BLAS thread is the fast choice
-    try:
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(handgrad.studies, "run_study", spy)
-            assert main(["study", "batch-size", "--quick", "--out", str(out)]) == 0
-    finally:
-        if before:
-            set_blas_threads(before)
+    report, _ = run_command("batch-size", out)
     for name in ("batch_size", "batch_loss_curves"):
         assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "![batch_size](batch_size.png)" in (out / "report.md").read_text()
-    yield reports[0], reports[0].text()
+    yield report, report.text()
 
 
 def test_same_samples_seen_for_every_batch_size(study: tuple[Report, str]) -> None:

@@ -10,23 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from handgrad._blas import blas_threads, set_blas_threads
 from handgrad.cli import main
 from handgrad.studies import Context, Report, run_study
 from handgrad.studies.init_scale import he, he_divided, layer_rms, relu_mlp
+from tests._studies import one_blas_thread  # noqa: F401
 
 pytest.importorskip("matplotlib")
 
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> Report:
-    before = blas_threads()
-    set_blas_threads(1)  # small matrix products: one BLAS thread is the fast choice
-    try:
-        return run_study("init-scale", Context(quick=True, out=tmp_path_factory.mktemp("init")))
-    finally:
-        if before:
-            set_blas_threads(before)
+    return run_study("init-scale", Context(quick=True, out=tmp_path_factory.mktemp("init")))
 
 
 def test_he_keeps_the_signal_and_trains(report: Report) -> None:
@@ -80,13 +74,7 @@ def test_the_variance_algebra_on_a_random_batch() -> None:
 
 
 def test_command_line_writes_the_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    before = blas_threads()
-    set_blas_threads(1)
-    try:
-        assert main(["study", "init-scale", "--quick", "--out", str(tmp_path)]) == 0
-    finally:
-        if before:
-            set_blas_threads(before)
+    assert main(["study", "init-scale", "--quick", "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     assert "initialiser  weight std" in printed
     assert "He divided   sqrt(n/2)" in printed
