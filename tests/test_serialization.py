@@ -395,7 +395,7 @@ def test_allow_list_matches_by_bare_name_and_admits_nothing_else(tmp_path: Path)
     other = type("Other", (Scale,), {})
     with pytest.raises(ModelFileError, match="custom_objects=\\[Scale\\]"):
         load(path, custom_objects=[other])
-    header, _ = serialization._read(path)
+    header, _, _ = serialization._read(path)
     header["architecture"]["args"][1]["__module__"]["class"] = "os.system"
     with pytest.raises(ModelFileError, match=r"refusing to build 'os\.system'"):
         serialization.module_from_config(header["architecture"], [Scale])

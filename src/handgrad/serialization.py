@@ -30,6 +30,9 @@ FORMAT = "handgrad-model"
 VERSION = 1
 HEADER_KEY = "__handgrad__"
 STATE_PREFIX = "state/"
+# Arrays beside the weights that a model does not need, e.g. a training checkpoint's
+# optimizer state (handgrad.checkpoint): load() ignores them.
+EXTRA_PREFIX = "extra/"
 # Constructor arguments that only shape the *initial* weights: the saved state
 # replaces those weights, so they are not needed (and not JSON) to rebuild.
 INIT_ONLY_ARGS = frozenset({"rng", "weight_init", "bias_init"})
@@ -231,6 +234,17 @@ def save(
     ``metadata`` is any JSON-able dict (e.g. training history, accuracy) stored
     alongside and returned by :func:`load_metadata`.
     """
+    return write_file(module, path, metadata)
+
+
+def write_file(
+    module: Module,
+    path: str | os.PathLike[str],
+    metadata: dict[str, Any] | None = None,
+    extras: Mapping[str, np.ndarray] | None = None,
+) -> Path:
+    """:func:`save`, with ``extras``: arrays stored beside the weights that
+    :func:`read_file` returns and :func:`load` ignores."""
     header = {
         "format": FORMAT,
         "version": VERSION,
@@ -243,6 +257,7 @@ def save(
     except TypeError as exc:
         raise ModelFileError(f"metadata is not JSON-serialisable: {exc}") from exc
     arrays = {STATE_PREFIX + k: v for k, v in module.state_dict().items()}
+    arrays.update({EXTRA_PREFIX + k: np.asarray(v) for k, v in (extras or {}).items()})
     arrays[HEADER_KEY] = np.array(header_json)
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -280,7 +295,10 @@ def _read_arrays(file: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _read(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def _read(
+    path: str | os.PathLike[str],
+) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """``(header, state, extras)`` of the model file at ``path``."""
     file = Path(path)
     if not file.is_file():
         raise input_file_error(file, "model file")
@@ -303,14 +321,15 @@ def _read(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, np.nd
             f"(this handgrad reads version {VERSION})"
         )
     _check_header(header, file)
-    unexpected = sorted(k for k in arrays if not k.startswith(STATE_PREFIX))
+    unexpected = sorted(k for k in arrays if not k.startswith((STATE_PREFIX, EXTRA_PREFIX)))
     if unexpected:
         raise ModelFileError(
             f"{file}: unexpected array(s) {', '.join(map(repr, unexpected))}: "
-            f"a model file holds only {HEADER_KEY} and {STATE_PREFIX}*"
+            f"a model file holds only {HEADER_KEY}, {STATE_PREFIX}* and {EXTRA_PREFIX}*"
         )
-    state = {k[len(STATE_PREFIX) :]: v for k, v in arrays.items()}
-    return header, state
+    state = {k[len(STATE_PREFIX) :]: v for k, v in arrays.items() if k.startswith(STATE_PREFIX)}
+    extras = {k[len(EXTRA_PREFIX) :]: v for k, v in arrays.items() if k.startswith(EXTRA_PREFIX)}
+    return header, state, extras
 
 
 def _check_header(header: dict[str, Any], file: Path) -> None:
@@ -361,7 +380,14 @@ def load(path: str | os.PathLike[str], custom_objects: CustomObjects | None = No
         pickled objects, a missing or malformed header or architecture, or weights
         that do not fit the architecture.
     """
-    header, state = _read(path)
+    return read_file(path, custom_objects)[0]
+
+
+def read_file(
+    path: str | os.PathLike[str], custom_objects: CustomObjects | None = None
+) -> tuple[Module, dict[str, Any], dict[str, np.ndarray]]:
+    """:func:`load`, also returning the file's header and the ``extras`` of :func:`write_file`."""
+    header, state, extras = _read(path)
     try:
         model = module_from_config(header["architecture"], custom_objects)
     except ModelFileError as exc:
@@ -369,19 +395,19 @@ def load(path: str | os.PathLike[str], custom_objects: CustomObjects | None = No
     if header.get("dtype"):
         model.to(np.dtype(header["dtype"]))
     _load_into(model, state, path)
-    return model
+    return model, header, extras
 
 
 def load_state(module: Module, path: str | os.PathLike[str]) -> Module:
     """Load the weights saved at ``path`` into an existing ``module`` of the same architecture."""
-    _, state = _read(path)
+    _, state, _ = _read(path)
     _load_into(module, state, path)
     return module
 
 
 def load_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The ``metadata`` dict stored by :func:`save`."""
-    header, _ = _read(path)
+    header, _, _ = _read(path)
     return dict(header.get("metadata", {}))
 
 
