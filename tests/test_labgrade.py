@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +20,16 @@ from handgrad.lab import ANSWER_SOURCE, grade
 
 LAB = ANSWER_SOURCE.read_text()
 TINY = dict(train_size=1500, epochs=1, val_fraction=0.2, min_accuracy=0.5, time_limit=60)
+
+
+@pytest.fixture
+def open_dir() -> Iterator[Path]:
+    """A directory the submission may write to: where the grader runs as root, the child
+    runs as a user id of its own, for which pytest's 0700 ``tmp_path`` is out of reach."""
+    path = Path(tempfile.mkdtemp(prefix="handgrad-lab-"))
+    path.chmod(0o1777)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def _write(tmp_path: Path, source: str) -> Path:
@@ -72,8 +85,10 @@ def _gone(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
-def test_running_past_the_time_limit_kills_the_whole_process_group(tmp_path: Path) -> None:
-    pid_file = tmp_path / "grandchild.pid"
+def test_running_past_the_time_limit_kills_the_whole_process_group(
+    tmp_path: Path, open_dir: Path
+) -> None:
+    pid_file = open_dir / "grandchild.pid"
     spawn = (
         "import subprocess, sys, time\n"
         "_sleeper = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)'])\n"

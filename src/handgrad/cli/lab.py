@@ -121,9 +121,14 @@ def add_lab_parser(subparsers: Any) -> None:
     p = sub.add_parser(
         "grade",
         help="grade a submission under the lab's rules",
-        description="Run a NeuralNetwork submission in a sandboxed process "
-        "(NumPy and the standard library only, memory and time "
-        "capped), check its contract, train it and test it on MNIST.",
+        description="Run a NeuralNetwork submission in a child process (NumPy and the "
+        "standard library only; time, and the memory of all its processes, capped), check "
+        "its contract, train it and test it on MNIST; the grade rests only on predictions "
+        "this process checks and scores. Run as root on Linux, the child gets a user id "
+        "and a mount namespace of its own: it cannot signal the grader or read the MNIST "
+        "files. Otherwise it runs as you: a guard against honest mistakes, not against "
+        "a submission that sets out to cheat (it can read the test labels and image files, "
+        "or stop the grader). See docs/lab.md, 'The grader'.",
     )
     p.add_argument("path", nargs="?", default=None, help="the submission (default: handgrad's own)")
     p.add_argument("--time-limit", type=positive_float, default=120.0, metavar="SECONDS")

@@ -9,7 +9,8 @@
   (``handgrad lab grade``).
 
 The two files are standalone (NumPy only, Python 3.8+); checker and grader run
-them in a sandboxed child process (:mod:`~handgrad.lab._sandbox`).
+them in a child process (:mod:`~handgrad.lab._sandbox`; the grader isolates it where it
+runs as root on Linux, :mod:`~handgrad.lab._isolate`).
 """
 
 from handgrad.lab.answer import NeuralNetwork

@@ -1,50 +1,56 @@
-"""Run a lab child process (grader or checker) and read its report, within a time limit.
+"""Run a lab child process (grader or checker) and read its report, within limits.
 
 The child runs in a session and process group of its own, gets the write end of a
-private pipe (``result_fd`` in its JSON config) and writes JSON lines to it. Past
-the time limit, and whenever the child ends, the whole group is killed, so a
-process the submission started dies with it.
+private pipe (``result_fd`` in its JSON config) and writes JSON lines to it; the
+grader hands it its data on standard input. The parent reads both pipes itself,
+in bounded memory: a result line longer than ``max_line`` bytes ends the run, and
+only the last few kilobytes of standard error are kept. Ten times a second it
+adds up the memory of every process that belongs to the child
+(:mod:`handgrad.lab._procs`) and ends the run past the cap. Past the time limit,
+when the child ends, when the report breaks the protocol, and when this process
+is stopped by SIGINT, SIGTERM or SIGHUP, every process of the child is killed.
 """
 
 from __future__ import annotations
 
-import collections
+import contextlib
 import json
 import os
-import queue
+import selectors
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import Any
+
+from handgrad.lab._procs import HAVE_PROC, child_processes, kill_all, memory_mb
 
 #: Signs in the child's last words that an allocation failed under the memory cap.
 _OUT_OF_MEMORY = ("MemoryError", "Cannot allocate memory", "out of memory", "bad_alloc")
+#: How much of the child's standard error is kept: its last words, not a flood.
+_STDERR_KEEP = 8192
+#: How often the child's processes and their memory are looked at, in seconds.
+_POLL = 0.1
+
+
+class ProtocolViolation(Exception):
+    """Raised by a ``take`` callback: the report broke the protocol; the run ends."""
 
 
 @dataclass
 class ChildEnd:
-    """How the child ended: its exit status (negative: a signal), or the time limit."""
+    """How the child ended: its exit status (negative: a signal), or a limit."""
 
     code: int
     timed_out: bool
     tail: list[str]  # its last lines on stderr
-
-
-def _read_lines(stream: IO[bytes], sink: queue.Queue[bytes | None]) -> None:
-    with stream:
-        for line in stream:
-            sink.put(line)
-    sink.put(None)
-
-
-def _read_tail(stream: IO[bytes], tail: collections.deque[str]) -> None:
-    with stream:
-        for line in stream:
-            tail.append(line.decode("utf-8", "replace").strip())
+    violation: str = ""  # why the report was refused, if it was
+    memory_exceeded: float | None = None  # MB its processes held when killed for it
+    peak_mb: float | None = None  # the most its processes held together, as measured here
+    processes: int = 1  # the most processes it had at once
 
 
 def _exited(proc: subprocess.Popen[bytes]) -> bool:
@@ -59,12 +65,58 @@ def _exited(proc: subprocess.Popen[bytes]) -> bool:
         return True
 
 
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGKILL the child's process group: the child and anything it started."""
+def _reap(proc: subprocess.Popen[bytes]) -> float | None:
+    """Wait for the child; return the largest resident set of it and what it waited for, MB."""
+    if proc.returncode is not None or not hasattr(os, "wait4"):
+        proc.wait()
+        return None
     try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+        _, status, usage = os.wait4(proc.pid, 0)
+    except ChildProcessError:
+        proc.wait()
+        return None
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    scale = 1024 * 1024 if sys.platform == "darwin" else 1024  # bytes there, KiB on Linux
+    return usage.ru_maxrss / scale
+
+
+class _Interrupted(BaseException):
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _signals_end_the_child() -> Iterator[None]:
+    """While the child runs, SIGTERM and SIGHUP unwind through the code that kills it.
+
+    Only where they would kill this process outright (the default action, in the
+    main thread); afterwards the signal is sent again, so this process ends as
+    it would have. A handler of the caller's own is left to do its work.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise _Interrupted(signum)
+
+    wanted = [getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n)]
+    old = {s: signal.getsignal(s) for s in wanted}
+    for s in wanted:
+        if old[s] == signal.SIG_DFL:
+            signal.signal(s, interrupt)
+    received = None
+    try:
+        yield
+    except _Interrupted as exc:
+        received = exc.signum
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+    if received is not None:
+        os.kill(os.getpid(), received)
+        raise SystemExit(128 + received)  # not reached: the signal's default action ends us
 
 
 def crash_reason(end: ChildEnd, memory_mb: int) -> str:
@@ -95,74 +147,148 @@ def run_child(
     time_limit: float,
     take: Callable[[bytes], None],
     env: dict[str, str] | None = None,
+    *,
+    payload: Sequence[Any] = (),
+    uid: int | None = None,
+    memory_limit_mb: float | None = None,
+    max_line: int = 1 << 20,
 ) -> ChildEnd:
     """Run ``python -m module CONFIG_JSON``; hand each line it reports to ``take``.
 
     ``env``: variables to set in the child's environment, over this one's.
+    ``payload``: buffers written to its standard input, in order (from a thread).
+    ``uid``: the user id the child will switch to, so that its processes are known
+    by it. ``memory_limit_mb``: kill it when its processes together hold more.
+    ``take`` may raise :class:`ProtocolViolation`, which ends the run.
     """
-    read_fd, write_fd = os.pipe()
+    with _signals_end_the_child():
+        read_fd, write_fd = os.pipe()
+        try:
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    module,
+                    json.dumps({**cfg, "result_fd": write_fd, "parent_pid": os.getpid()}),
+                ],
+                stdin=subprocess.PIPE if payload else subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                pass_fds=(write_fd,),
+                start_new_session=True,  # its own process group, killed as a whole
+                env=None if env is None else {**os.environ, **env},
+            )
+        except BaseException:
+            os.close(read_fd)
+            raise
+        finally:
+            os.close(write_fd)
+        writer = None
+        if payload:
+            writer = threading.Thread(target=_feed, args=(proc.stdin, payload), daemon=True)
+            writer.start()
+        end = ChildEnd(code=0, timed_out=False, tail=[])
+        try:
+            _supervise(proc, read_fd, time_limit, take, uid, memory_limit_mb, max_line, end)
+        finally:
+            kill_all(proc.pid, uid)  # whatever the submission started dies with it
+            maxrss = _reap(proc)
+            if maxrss is not None:
+                end.peak_mb = max(end.peak_mb or 0.0, maxrss)
+            end.code = proc.returncode if proc.returncode is not None else -signal.SIGKILL
+            if writer is not None:
+                writer.join(timeout=2.0)
+            assert proc.stderr is not None
+            proc.stderr.close()
+        return end
+
+
+def _feed(stream: Any, payload: Sequence[Any]) -> None:
+    """Write the payload to the child's standard input; a child that stops reading ends it."""
     try:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", module, json.dumps({**cfg, "result_fd": write_fd})],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            pass_fds=(write_fd,),
-            start_new_session=True,  # its own process group, killed as a whole
-            env=None if env is None else {**os.environ, **env},
-        )
-    except BaseException:
-        os.close(read_fd)
-        raise
-    finally:
-        os.close(write_fd)
-    try:
-        return _supervise(proc, read_fd, time_limit, take)
-    finally:
-        if proc.returncode is None:
-            _kill_group(proc)
-            proc.wait()
+        with stream:
+            for part in payload:
+                stream.write(part)
+    except OSError:  # BrokenPipeError: it exited or was killed
+        pass
 
 
 def _supervise(
-    proc: subprocess.Popen[bytes], read_fd: int, time_limit: float, take: Callable[[bytes], None]
-) -> ChildEnd:
-    """Read the child's report until it exits or its time is up."""
-    lines: queue.Queue[bytes | None] = queue.Queue()
-    tail: collections.deque[str] = collections.deque(maxlen=20)
-    reader = threading.Thread(
-        target=_read_lines, args=(os.fdopen(read_fd, "rb"), lines), daemon=True
-    )
-    reader.start()
+    proc: subprocess.Popen[bytes],
+    read_fd: int,
+    time_limit: float,
+    take: Callable[[bytes], None],
+    uid: int | None,
+    memory_limit_mb: float | None,
+    max_line: int,
+    end: ChildEnd,
+) -> None:
+    """Read the child's report until it exits, breaks a rule, or its time is up."""
     assert proc.stderr is not None
-    stderr_reader = threading.Thread(target=_read_tail, args=(proc.stderr, tail), daemon=True)
-    stderr_reader.start()
+    err_fd = proc.stderr.fileno()
+    sel = selectors.DefaultSelector()
+    for fd in (read_fd, err_fd):
+        os.set_blocking(fd, False)
+        sel.register(fd, selectors.EVENT_READ)
+    line = bytearray()
+    err = bytearray()
     deadline = time.monotonic() + time_limit
-    eof = False
-    while not _exited(proc):
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            _kill_group(proc)
-            return ChildEnd(code=proc.wait(), timed_out=True, tail=list(tail))
-        if eof:
-            time.sleep(min(remaining, 0.05))
-            continue
-        try:
-            line = lines.get(timeout=min(remaining, 0.2))
-        except queue.Empty:
-            continue
-        if line is None:
-            eof = True
-        else:
-            take(line)
-    _kill_group(proc)  # whatever the submission started dies with it
-    code = proc.wait()
-    # Every writer is gone now; read what is left (a writer that escaped the group by
-    # starting its own session only delays us by the join timeout).
-    reader.join(timeout=2.0)
-    while not lines.empty():
-        line = lines.get()
-        if line is not None:
-            take(line)
-    stderr_reader.join(timeout=2.0)
-    return ChildEnd(code=code, timed_out=False, tail=list(tail))
+    next_poll = 0.0
+    drain_until = None  # once the child has exited: read what is left, for a moment
+
+    def reads() -> None:
+        if not sel.get_map():  # both pipes closed, the child perhaps still running
+            time.sleep(_POLL)
+            return
+        for key, _ in sel.select(timeout=_POLL):
+            try:
+                chunk = os.read(key.fd, 1 << 16)
+            except BlockingIOError:
+                continue
+            if not chunk:  # every writer is gone
+                sel.unregister(key.fd)
+                if key.fd == read_fd and line:
+                    take(bytes(line))
+                    line.clear()
+            elif key.fd == err_fd:
+                err.extend(chunk)
+                if len(err) > 2 * _STDERR_KEEP:
+                    del err[:-_STDERR_KEEP]
+            else:
+                line.extend(chunk)
+                while (cut := line.find(b"\n")) >= 0:
+                    take(bytes(line[:cut]))
+                    del line[: cut + 1]
+                if len(line) > max_line:
+                    raise ProtocolViolation(
+                        f"a line of more than {max_line} bytes on the result pipe"
+                    )
+
+    try:
+        while True:
+            now = time.monotonic()
+            if drain_until is None and now >= deadline:
+                end.timed_out = True
+                return
+            if drain_until is not None and (now >= drain_until or not sel.get_map()):
+                return  # all read, or a process that escaped us holds a pipe open
+            if now >= next_poll and HAVE_PROC:
+                next_poll = now + _POLL
+                pids = child_processes(proc.pid, uid)
+                held = memory_mb(pids)
+                end.processes = max(end.processes, len(pids))
+                end.peak_mb = max(end.peak_mb or 0.0, held)
+                if memory_limit_mb is not None and held > memory_limit_mb:
+                    end.memory_exceeded = held
+                    return
+            if drain_until is None and _exited(proc):
+                kill_all(proc.pid, uid)
+                drain_until = time.monotonic() + 2.0
+            reads()
+    except ProtocolViolation as exc:
+        end.violation = str(exc)
+    finally:
+        sel.close()
+        os.close(read_fd)
+        tail = err[-_STDERR_KEEP:].decode("utf-8", "replace").splitlines()
+        end.tail = [t.strip() for t in tail[-20:]]

@@ -1,17 +1,19 @@
 """The grader's child process: runs one untrusted lab submission under the lab's rules.
 
 Started by :mod:`handgrad.lab.grader` as ``python -m handgrad.lab._runner CONFIG_JSON``.
-It points file descriptor 1 at standard error, caps its own address space, loads
-MNIST without the validation and test labels, forgets every module that is
-neither NumPy nor the standard library and refuses to import new ones
-(:mod:`handgrad.lab._sandbox`), and only then executes the submission. It
-reports on a private pipe (``result_fd`` in the config) as JSON lines: per-epoch
-training loss and validation probabilities, the test predictions, or the reason
-for a rejection. The parent scores the predictions; this process never holds the
-labels it is scored on.
+It points file descriptor 1 at standard error and caps its own address space
+(:func:`handgrad.lab._sandbox.confine`), reads from standard input the images
+the parent hands it (training images and labels, validation and test images in
+an order the parent drew in secret; never a validation or test label) and the
+submission's source, isolates itself where the parent asks
+(:mod:`handgrad.lab._isolate`), forgets every module that is neither NumPy nor
+the standard library and refuses to import new ones, and only then executes the
+submission. It reports on a private pipe (``result_fd`` in the config) as JSON
+lines: ``ready``, per-epoch training loss and validation probabilities, the test
+predictions, or the reason for a rejection. The parent checks and scores the
+predictions and keeps the time and the memory itself.
 
-None of this stops a submission that sets out to cheat: see "The grader" in
-``docs/lab.md``.
+What this does and does not stop is in "The grader" in ``docs/lab.md``.
 """
 
 from __future__ import annotations
@@ -19,15 +21,14 @@ from __future__ import annotations
 import base64
 import copy
 import json
-import resource
 import sys
-import time
 import types
 from typing import Any, TextIO
 
 import numpy as np
 
 from handgrad.lab._contract import signature_problem, weights_problem
+from handgrad.lab._isolate import die_with_parent, isolate, start_reaper
 from handgrad.lab._sandbox import ImportBlocker, confine, emit, read_source, sandbox
 
 #: How arrays travel on the result pipe: little-endian raw bytes, base64 in the JSON line.
@@ -77,10 +78,6 @@ def split_indices(
     return keep, val, rng
 
 
-def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def _pixels(images: np.ndarray) -> np.ndarray:
     """A fresh ``(N, 784)`` float32 array in [0, 1]: the submission may write into it."""
     x = images.reshape(len(images), -1).astype(np.float32)
@@ -99,11 +96,13 @@ def _call(where: str, fn: Any, *args: Any) -> Any:
         raise Rejected(f"submission called sys.exit({exc.code!r}) {where}") from None
 
 
-def _load_submission(path: str, blocker: ImportBlocker) -> type:
+def _load_submission(path: str, source: Any, blocker: ImportBlocker) -> type:
     module = types.ModuleType("submission")
     module.__file__ = path
     try:
-        _call("at import", exec, compile(read_source(path), path, "exec"), module.__dict__)
+        if isinstance(source, BaseException):
+            raise source
+        _call("at import", exec, compile(source, path, "exec"), module.__dict__)
     except ImportError as exc:
         if blocker.blocked:
             raise Rejected(
@@ -186,31 +185,53 @@ def _check_contract(model: Any, x: np.ndarray, y: np.ndarray) -> None:
     _check_labels(_call("in predict", trial.predict, x), len(x), "")
 
 
-def run(cfg: dict[str, Any], out: TextIO) -> None:
-    """Train and test the submission; report on ``out``. Holds no validation/test labels."""
-    from handgrad.data import load_mnist
+def _receive(stream: Any, shape: tuple[int, ...], dtype: str) -> np.ndarray:
+    """Read one array of ``shape`` from the parent's pipe, byte for byte."""
+    a = np.empty(shape, dtype=np.dtype(dtype))
+    if not a.size:
+        return a
+    view = a.data.cast("B")
+    got = 0
+    while got < len(view):
+        n = stream.readinto(view[got:])
+        if not n:
+            raise EOFError("the grader's data pipe closed early")
+        got += n
+    return a
 
-    data = load_mnist(cfg.get("data_dir"))
-    train_idx, val_idx, rng = split_indices(
-        data.y_train, cfg.get("train_size"), cfg["val_fraction"], cfg["seed"]
+
+def receive_data(stream: Any, sizes: list[int]) -> tuple[np.ndarray, ...]:
+    """``(train images, train labels, validation images, test images)``, as the parent sends them.
+
+    The images are ``uint8 (N, 28, 28)``; the only labels are the training ones.
+    """
+    n_train, n_val, n_test = sizes
+    return (
+        _receive(stream, (n_train, 28, 28), "u1"),
+        _receive(stream, (n_train,), LABELS_DTYPE.str),
+        _receive(stream, (n_val, 28, 28), "u1"),
+        _receive(stream, (n_test, 28, 28), "u1"),
     )
-    y_train = data.y_train[train_idx]
-    val_images = data.x_train[val_idx] if len(val_idx) else None  # uint8, no labels
-    test_images = data.x_test
-    train_images = data.x_train[train_idx]
-    del data, train_idx, val_idx  # the labels we are scored on go here
+
+
+def run(cfg: dict[str, Any], out: TextIO, data: tuple[np.ndarray, ...], source: Any) -> None:
+    """Train and test the submission; report on ``out``. Holds no validation/test labels.
+
+    ``source``: the submission's text, or the SyntaxError reading it raised.
+    """
+    train_images, y_train, val_images, test_images = data
+    rng = np.random.default_rng()
+    rng.bit_generator.state = cfg["rng_state"]  # where the parent's split left it
     x_train = _pixels(train_images)
-    del train_images
+    del train_images, data
 
     blocker = sandbox()
-    start = time.perf_counter()
-    cls = _load_submission(cfg["path"], blocker)
+    cls = _load_submission(cfg["path"], source, blocker)
     _check_signatures(cls)
     model = _call("in __init__", cls)
     _check_contract(model, x_train[:64].copy(), y_train[:64].copy())
     bs = cfg["batch_size"]
     for epoch in range(cfg["epochs"]):
-        t0 = time.perf_counter()
         order = rng.permutation(len(y_train))
         total = 0.0
         for s in range(0, len(order), bs):
@@ -219,33 +240,43 @@ def run(cfg: dict[str, Any], out: TextIO) -> None:
             total += _check_loss(loss, "train_step") * len(idx)
         record: dict[str, Any] = {"event": "epoch", "epoch": epoch + 1}
         record["train_loss"] = total / len(order)
-        if val_images is not None:
+        if len(val_images):
             probs = _call("in forward", model.forward, _pixels(val_images))
             probs = _check_probs(probs, len(val_images), "forward (validation)")
             record["val_probs"] = encode_array(probs, PROBS_DTYPE)
-        record["seconds"] = time.perf_counter() - t0
         emit(out, **record)
     n = len(test_images)
     pred = _call("in predict", model.predict, _pixels(test_images))
     pred = _check_labels(pred, n, f" on the {n} test images")
-    emit(
-        out,
-        event="done",
-        predictions=encode_array(pred, LABELS_DTYPE),
-        seconds=time.perf_counter() - start,
-        peak_mb=_peak_mb(),
-    )
+    emit(out, event="done", predictions=encode_array(pred, LABELS_DTYPE))
 
 
 def main() -> None:
     cfg = json.loads(sys.argv[1])
     out = confine(cfg)
-    from handgrad.data import DataError
-
+    if cfg.get("isolate"):
+        start_reaper(cfg["isolate"]["uid"])
     try:
-        run(cfg, out)
-    except DataError as exc:
-        emit(out, event="error", reason=str(exc))
+        data = receive_data(sys.stdin.buffer, cfg["sizes"])
+    except (EOFError, OSError) as exc:
+        emit(out, event="error", reason=f"the grader could not hand over the images: {exc}")
+        return
+    source: Any
+    try:
+        source = read_source(cfg["path"])  # now: once isolated, the file may be out of reach
+    except (SyntaxError, OSError) as exc:
+        source = exc
+    isolation = ["none"]
+    if cfg.get("isolate"):
+        try:
+            isolation = isolate(cfg["isolate"]["uid"], cfg["isolate"]["hide"])
+        except OSError as exc:
+            emit(out, event="error", reason=f"the grader could not isolate the submission: {exc}")
+            return
+        die_with_parent(cfg["parent_pid"])  # a change of user id cleared it
+    emit(out, event="ready", isolation=isolation)
+    try:
+        run(cfg, out, data, source)
     except Rejected as exc:
         emit(out, event="rejected", reason=str(exc))
     except MemoryError:

@@ -1,22 +1,30 @@
 """Grade a lab submission the way the lab does (``handgrad lab grade``).
 
-The grader runs the file in a separate process (:mod:`handgrad.lab._runner`) in a
+The grader runs the file in a child process (:mod:`handgrad.lab._runner`) in a
 session of its own, whose address space is capped (2 GB by default), where
-importing anything but NumPy and the standard library fails, and whose whole
-process group is killed when it runs past the time limit (120 s by default). The
-contract of ``NeuralNetwork`` is checked before training; a per-epoch table
-follows, then the MNIST test accuracy, the time and the peak memory.
+importing anything but NumPy and the standard library fails, and whose
+processes are all killed when it runs past the time limit (120 s by default) or
+together hold more memory than the cap. The contract of ``NeuralNetwork`` is
+checked before training; a per-epoch table follows, then the MNIST test
+accuracy, the time and the peak memory, all measured here.
 
-The child sends the validation probabilities and the test predictions back on a
-private pipe and never holds the labels; this process scores them with its own
-NumPy. That keeps honest mistakes (and casual forgeries) from passing; it does
-not make the child a security sandbox (see ``docs/lab.md``).
+This process loads MNIST and hands the child the training images and labels and
+the validation and test images, the latter two in an order drawn in secret; the
+child sends back probabilities and predictions, which this process checks and
+scores against labels the child never receives. Where the machine allows it
+(Linux, the grader run as root) the child also runs as a user id of its own, in
+a mount namespace where the MNIST files are hidden (:mod:`handgrad.lab._isolate`).
+What holds, and what does not, is in "The grader" in ``docs/lab.md``.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import secrets
+import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -24,7 +32,12 @@ from typing import IO, Any
 import numpy as np
 
 from handgrad._argtypes import input_file_error
-from handgrad.lab._child import ChildEnd, crash_reason, run_child
+from handgrad.lab._child import ChildEnd, ProtocolViolation, crash_reason, run_child
+from handgrad.lab._isolate import UID_RANGE
+
+#: Run the child as a user id of its own, in a mount namespace of its own, when the
+#: machine allows it (Linux, run as root). Tests set it to False for the plain path.
+ISOLATE = True
 
 
 @dataclass
@@ -32,8 +45,11 @@ class GradeResult:
     """What the grader saw: ``passed`` and, if not, the one-line ``reason``.
 
     ``test_accuracy`` and each epoch's ``val_loss`` / ``val_accuracy`` are computed
-    here from the child's predictions; ``train_loss``, ``seconds`` and ``peak_mb``
-    are the child's own report.
+    here from the child's predictions, against labels it never received;
+    ``seconds`` (from the child's start to its predictions, and each epoch's),
+    ``peak_mb`` (the child's processes together) and ``processes`` are measured
+    here. Each epoch's ``train_loss`` is the child's own report, for information.
+    ``isolation`` says how the child was isolated (``["none"]``: not at all).
     """
 
     passed: bool
@@ -42,6 +58,8 @@ class GradeResult:
     seconds: float | None = None
     peak_mb: float | None = None
     epochs: list[dict[str, Any]] = field(default_factory=list)
+    isolation: list[str] = field(default_factory=list)
+    processes: int = 0
 
 
 def _print_row(record: dict[str, Any], out: IO[str]) -> None:
@@ -79,57 +97,127 @@ def _check_arguments(
         raise ValueError(f"seed must be 0 or more, got {seed}")
 
 
-class _Scorer:
-    """Turns the child's JSON lines into a :class:`GradeResult`, scoring with our NumPy."""
+def isolation_available() -> bool:
+    """Can the child run as a user id and in a mount namespace of its own? (Linux, as root)."""
+    return ISOLATE and sys.platform.startswith("linux") and os.geteuid() == 0
 
-    def __init__(self, y_val: np.ndarray, y_test: np.ndarray, out: IO[str] | None) -> None:
-        self.y_val, self.y_test, self.out = y_val, y_test, out
+
+def _refuse(detail: str) -> ProtocolViolation:
+    return ProtocolViolation(
+        f"the grader's result pipe carried something it did not send ({detail}); "
+        "did the submission write to it?"
+    )
+
+
+class _Scorer:
+    """Turns the child's JSON lines into a :class:`GradeResult`, checking and scoring each.
+
+    The lines must come in the order the child sends them: ``ready``, one
+    ``epoch`` per epoch, ``done``; anything else ends the run (see
+    :class:`ProtocolViolation`), so a flood of lines costs one line.
+    """
+
+    def __init__(
+        self, y_val: np.ndarray, y_test: np.ndarray, epochs: int, out: IO[str] | None
+    ) -> None:
+        self.y_val, self.y_test, self.epochs, self.out = y_val, y_test, epochs, out
         self.result = GradeResult(passed=False)
         self.done = False
-        self.protocol_error = ""
+        self.ready_at: float | None = None
+        self.last_at = 0.0
 
     def take(self, line: bytes) -> None:
-        from handgrad.lab._runner import LABELS_DTYPE, PROBS_DTYPE, decode_array
-
         try:
             record = json.loads(line)
             event = record.pop("event")
-            if event == "epoch":
-                row = {
-                    "epoch": int(record["epoch"]),
-                    "train_loss": float(record["train_loss"]),
-                    "seconds": float(record["seconds"]),
-                }
-                if "val_probs" in record:
-                    n = len(self.y_val)
-                    probs = decode_array(record["val_probs"], PROBS_DTYPE, (n, 10))
-                    picked = probs[np.arange(n), self.y_val].astype(np.float64)
-                    row["val_loss"] = float(-np.log(np.clip(picked, 1e-12, 1.0)).mean())
-                    row["val_accuracy"] = float(np.mean(probs.argmax(axis=1) == self.y_val))
-                self._row(row)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise _refuse(f"not a report line: {exc}") from None
+        if self.done or (self.ready_at is None and event != "ready"):
+            raise _refuse(f"a {event!r} line out of order")
+        try:
+            if event == "ready":
+                self._ready(record)
+            elif event == "epoch":
+                self._epoch(record)
             elif event in ("rejected", "error"):
-                self.result.reason = self.result.reason or " ".join(str(record["reason"]).split())
-            elif event == "done" and not self.done:
-                n = len(self.y_test)
-                pred = decode_array(record["predictions"], LABELS_DTYPE, (n,))
-                self.result.test_accuracy = float(np.mean(pred == self.y_test))
-                self.result.seconds = float(record["seconds"])
-                self.result.peak_mb = float(record["peak_mb"])
-                self.done = True
+                reason = " ".join(str(record["reason"]).split())[:500]
+                self.result.reason = self.result.reason or reason
+            elif event == "done":
+                self._done(record)
             else:
                 raise ValueError(f"unexpected event {event!r}")
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            self.protocol_error = self.protocol_error or (
-                f"the grader's result pipe carried something it did not send ({exc}); "
-                "did the submission write to it?"
-            )
+            raise _refuse(str(exc)[:200]) from None
 
-    def _row(self, row: dict[str, Any]) -> None:
+    def _ready(self, record: dict[str, Any]) -> None:
+        if self.ready_at is not None:
+            raise ValueError("a second 'ready'")
+        self.ready_at = self.last_at = time.monotonic()
+        isolation = record["isolation"]
+        if not isinstance(isolation, list):
+            raise TypeError("isolation is not a list")
+        self.result.isolation = [str(x)[:200] for x in isolation[:8]]
+        if self.out is not None:
+            if self.result.isolation == ["none"]:
+                how = (
+                    "not isolated (the grader is not root on Linux): it runs as you, "
+                    "can read your files and signal the grader"
+                )
+            else:
+                how = "isolated: " + ", ".join(self.result.isolation)
+            print(f"submission {how}", file=self.out, flush=True)
+
+    def _epoch(self, record: dict[str, Any]) -> None:
+        from handgrad.lab._runner import PROBS_DTYPE, decode_array
+
+        number = int(record["epoch"])
+        if number != len(self.result.epochs) + 1 or number > self.epochs:
+            raise ValueError(f"epoch {number} after {len(self.result.epochs)} of {self.epochs}")
+        now = time.monotonic()
+        row = {"epoch": number, "train_loss": float(record["train_loss"])}
+        row["seconds"], self.last_at = now - self.last_at, now
+        n = len(self.y_val)
+        if n:
+            probs = decode_array(record["val_probs"], PROBS_DTYPE, (n, 10))
+            if not np.all(np.isfinite(probs)):
+                raise ValueError("validation probabilities that are not finite")
+            picked = probs[np.arange(n), self.y_val].astype(np.float64)
+            row["val_loss"] = float(-np.log(np.clip(picked, 1e-12, 1.0)).mean())
+            row["val_accuracy"] = float(np.mean(probs.argmax(axis=1) == self.y_val))
         self.result.epochs.append(row)
         if self.out is not None:
-            if len(self.result.epochs) == 1:
+            if number == 1:
                 print("epoch  train loss  val loss  val acc  seconds", file=self.out)
             _print_row(row, self.out)
+
+    def _done(self, record: dict[str, Any]) -> None:
+        from handgrad.lab._runner import LABELS_DTYPE, decode_array
+
+        if len(self.result.epochs) != self.epochs:
+            raise ValueError(f"'done' after {len(self.result.epochs)} of {self.epochs} epochs")
+        assert self.ready_at is not None
+        self.result.seconds = time.monotonic() - self.ready_at
+        n = len(self.y_test)
+        pred = decode_array(record["predictions"], LABELS_DTYPE, (n,))
+        self.done = True
+        if pred.min() < 0 or pred.max() > 9:
+            self.result.reason = self.result.reason or (
+                f"predict returned labels from {pred.min()} to {pred.max()} on the {n} test "
+                "images, expected classes 0..9"
+            )
+            return
+        self.result.test_accuracy = float(np.mean(pred == self.y_test))
+
+
+def _mnist_places(data_dir: str | Path | None) -> list[str]:
+    """Every directory the MNIST files are looked for in: what the isolated child may not read."""
+    from handgrad.data.mnist import ENV_VAR, SHIPPED_DIR, cache_dir, find_mnist
+
+    places = [SHIPPED_DIR, cache_dir(), find_mnist(data_dir)]
+    env = os.environ.get(ENV_VAR)
+    if env:
+        places += [Path(env).expanduser() / "mnist", Path(env).expanduser()]
+    return [str(p) for p in places]
 
 
 def grade(
@@ -162,42 +250,74 @@ def grade(
     )
     try:
         data = load_mnist(data_dir)
+        hide = _mnist_places(data_dir)
     except DataError as exc:
         return GradeResult(passed=False, reason=str(exc))
-    _, val_idx, _ = split_indices(data.y_train, train_size, val_fraction, seed)
-    n_train = min(train_size or len(data.y_train), len(data.y_train)) - len(val_idx)
-    scorer = _Scorer(data.y_train[val_idx], data.y_test, out)
+    train_idx, val_idx, rng = split_indices(data.y_train, train_size, val_fraction, seed)
+    # The order the child sees the validation and test images in comes from the
+    # operating system's entropy: nothing it can read says which image is which.
+    secret = np.random.default_rng(secrets.randbits(128))
+    val_idx = val_idx[secret.permutation(len(val_idx))]
+    test_order = secret.permutation(len(data.y_test))
+    payload = [
+        np.ascontiguousarray(data.x_train[train_idx], dtype=np.uint8),
+        np.ascontiguousarray(data.y_train[train_idx], dtype="<i8"),
+        np.ascontiguousarray(data.x_train[val_idx], dtype=np.uint8),
+        np.ascontiguousarray(data.x_test[test_order], dtype=np.uint8),
+    ]
+    scorer = _Scorer(data.y_train[val_idx], data.y_test[test_order], epochs, out)
     del data
     if out is not None:
         print(
-            f"training on {n_train} images, validating on {len(val_idx)}, "
+            f"training on {len(train_idx)} images, validating on {len(val_idx)}, "
             f"testing on {len(scorer.y_test)}",
             file=out,
+            flush=True,
         )
+    uid = secrets.randbelow(UID_RANGE[1] - UID_RANGE[0]) + UID_RANGE[0]
+    isolate = {"uid": uid, "hide": hide} if isolation_available() else None
     cfg = {
         "path": str(submission.resolve()),
         "memory_mb": int(memory_mb),
         "epochs": int(epochs),
         "batch_size": int(batch_size),
-        "train_size": train_size,
-        "val_fraction": float(val_fraction),
-        "seed": int(seed),
-        "data_dir": None if data_dir is None else str(data_dir),
+        "sizes": [len(train_idx), len(val_idx), len(scorer.y_test)],
+        "rng_state": rng.bit_generator.state,
+        "isolate": isolate,
     }
-    end = run_child("handgrad.lab._runner", cfg, time_limit, scorer.take)
+    longest = max(len(val_idx) * 10 * PROBS_BYTES, len(scorer.y_test) * 8) * 4 // 3
+    end = run_child(
+        "handgrad.lab._runner",
+        cfg,
+        time_limit,
+        scorer.take,
+        payload=[a.data.cast("B") for a in payload if a.size],
+        uid=uid if isolate else None,
+        memory_limit_mb=memory_mb,
+        max_line=longest + 4096,
+    )
     return _decide(end, scorer, time_limit, memory_mb, min_accuracy)
+
+
+#: Bytes per probability on the result pipe (float32).
+PROBS_BYTES = 4
 
 
 def _decide(
     end: ChildEnd, scorer: _Scorer, time_limit: float, memory_mb: int, min_accuracy: float
 ) -> GradeResult:
-    """Pass or fail, from how the child ended and what it reported."""
+    """Pass or fail, from how the child ended and what this process checked of its report."""
     result = scorer.result
+    result.peak_mb, result.processes = end.peak_mb, end.processes
     if end.timed_out:
         result.reason = f"time limit exceeded: {time_limit:g} s"
-        return result
-    if scorer.protocol_error:
-        result.reason = scorer.protocol_error
+    elif end.memory_exceeded is not None:
+        result.reason = (
+            f"memory limit exceeded ({memory_mb} MB): the submission's {end.processes} "
+            f"process{'es' if end.processes > 1 else ''} held {end.memory_exceeded:.0f} MB together"
+        )
+    elif end.violation:
+        result.reason = end.violation
     elif not result.reason and not scorer.done:
         result.reason = crash_reason(end, memory_mb)
     if result.reason:
