@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import os
+import threading
 import tracemalloc
 from pathlib import Path
 
@@ -135,6 +137,123 @@ def test_header_claiming_huge_payload_is_truncated_not_allocated(tmp_path: Path)
     path = tmp_path / "x.gz"  # 2**62 bytes claimed by a 40-byte file
     path.write_bytes(gzip.compress(_header(0x08, (2**31, 2**31)) + bytes(3)))
     with pytest.raises(DataError, match=r"x\.gz: truncated: header says 2147483648x2147483648"):
+        read_idx(path)
+
+
+def _peak_of_failure(path: Path, match: str) -> int:
+    """Peak bytes traced (NumPy's arrays included) while ``read_idx(path)`` fails as expected."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match=match):
+            read_idx(path)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_more_dimensions_than_numpy_allows(tmp_path: Path, gz: bool) -> None:
+    # NumPy's "maximum supported dimension for an ndarray is 64" escaped, naming no file.
+    path = tmp_path / "deep.idx"
+    blob = _header(0x08, (1,) * 65) + b"\x07"
+    path.write_bytes(gzip.compress(blob) if gz else blob)
+    with pytest.raises(DataError, match=r"deep\.idx: header declares 65 dimensions; NumPy arrays"):
+        read_idx(path)
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_empty_array_with_impossible_dimensions(tmp_path: Path, gz: bool) -> None:
+    # Zero images of 2**32-1 x 2**32-1 pixels: no payload, but NumPy's "array is too big".
+    path = tmp_path / "zero.idx"
+    blob = _header(0x08, (0, 2**32 - 1, 2**32 - 1, 2**32 - 1))
+    path.write_bytes(gzip.compress(blob) if gz else blob)
+    with pytest.raises(
+        DataError,
+        match=r"zero\.idx: impossible header: shape \(0, 4294967295, 4294967295, 4294967295\) "
+        r"of uint8 is beyond the largest array NumPy can index .* zero size makes it empty",
+    ):
+        read_idx(path)
+    path.write_bytes(_header(0x0E, (0, 7, 2**32 - 1)))  # empty and possible: read
+    assert read_idx(path).shape == (0, 7, 2**32 - 1)
+
+
+@pytest.mark.parametrize("what", ["missing", "directory", "unreadable"])
+def test_unreadable_file_is_a_data_error(tmp_path: Path, what: str) -> None:
+    path = tmp_path / "x.idx"
+    if what == "directory":
+        path.mkdir()
+    elif what == "unreadable":
+        path.write_bytes(_header(0x08, (1,)) + b"\x01")
+        path.chmod(0)
+        if os.access(path, os.R_OK):
+            pytest.skip("running as root: permissions do not stop reading")
+    with pytest.raises(DataError, match=r"x\.idx: cannot read: |x\.idx: is a directory"):
+        read_idx(path)
+
+
+def _fifo_with(path: Path, blob: bytes) -> threading.Thread:
+    """A FIFO at ``path`` that a thread fills with ``blob`` once it is opened."""
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no FIFOs on this platform")
+    os.mkfifo(path)
+
+    def write() -> None:
+        with open(path, "wb") as f:
+            try:
+                f.write(blob)
+            except BrokenPipeError:
+                pass  # the reader stopped early, as it should for a bad file
+
+    thread = threading.Thread(target=write, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_reads_from_a_fifo(tmp_path: Path, gz: bool) -> None:
+    # Detecting gzip rewound the file: io.UnsupportedOperation on a FIFO or pipe.
+    arr = np.arange(24, dtype=np.int16).reshape(2, 3, 4)
+    blob = _header(0x0B, arr.shape) + arr.astype(">i2").tobytes()
+    path = tmp_path / "fifo"
+    thread = _fifo_with(path, gzip.compress(blob) if gz else blob)
+    np.testing.assert_array_equal(read_idx(path), arr)
+    thread.join(5)
+
+
+def test_forged_size_is_refused_before_allocating(tmp_path: Path) -> None:
+    # 10**12 elements claimed, 3 bytes there: a raw file's size is known before reading.
+    path = tmp_path / "forged.idx"
+    path.write_bytes(_header(0x08, (10**6, 10**6)) + bytes(3))
+    peak = _peak_of_failure(path, r"forged\.idx: truncated: header says 1000000x1000000 = ")
+    assert peak < 1e6, f"peak {peak / 1e6:.1f} MB"
+
+
+def test_forged_size_from_a_fifo_is_refused_in_bounded_memory(tmp_path: Path) -> None:
+    # A FIFO has no size to compare with: the array grows only as bytes arrive.
+    path = tmp_path / "fifo"
+    thread = _fifo_with(path, _header(0x08, (10**6, 10**6)) + bytes(3_000_000))
+    peak = _peak_of_failure(path, r"fifo: truncated: header says 1000000x1000000 = .* has 3000000")
+    thread.join(5)
+    assert peak < 20e6, f"peak {peak / 1e6:.1f} MB for 3 MB claiming 1 TB"
+
+
+def test_forged_size_in_gzip_within_the_deflate_bound_is_not_allocated(tmp_path: Path) -> None:
+    # 1 MB of incompressible data claiming 10**9 bytes: under deflate's 1032:1 bound, so
+    # the reader allocated the whole gigabyte before finding the stream short.
+    path = tmp_path / "forged.gz"
+    payload = np.random.default_rng(0).integers(0, 256, 10**6, dtype=np.uint8).tobytes()
+    path.write_bytes(gzip.compress(_header(0x08, (1000, 1000, 1000)) + payload))
+    peak = _peak_of_failure(path, r"forged\.gz: truncated: header says 1000x1000x1000")
+    assert peak < 20e6, f"peak {peak / 1e6:.1f} MB for a 1 MB stream claiming 1 GB"
+
+
+def test_gzip_bomb_after_the_payload_is_not_read_to_its_end(tmp_path: Path) -> None:
+    # 64 MB of zeros after a 2-byte payload: reported after a chunk, not decompressed whole.
+    path = tmp_path / "bomb.gz"
+    path.write_bytes(gzip.compress(_header(0x08, (2,)) + bytes(2 + 64 * 2**20)))
+    with pytest.raises(
+        DataError, match=r"bomb\.gz: at least 1048577 trailing bytes: header says 2 = 2 bytes"
+    ):
         read_idx(path)
 
 

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import gzip
 import tracemalloc
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from handgrad.cli import main
 from handgrad.data import (
     DataError,
     MNISTData,
     find_mnist,
     load_mnist,
+    payload_sha256,
     to_float_images,
     verify_mnist,
     write_idx,
@@ -201,7 +204,7 @@ def test_other_label_sets_need_num_classes(isolated: Path) -> None:
     with pytest.raises(
         DataError,
         match=r"train-labels-idx1-ubyte\.gz: labels must be in 0\.\.9, found 11 at index 2 "
-        r"\(8 out of range in all\) \(num_classes=None accepts any class index\)",
+        r"\(8 out of range in all\) \(num_classes=None accepts other class indices\)",
     ):
         load_mnist(isolated / "letters")
     data = load_mnist(isolated / "letters", num_classes=None)
@@ -218,7 +221,7 @@ def test_other_label_sets_need_num_classes(isolated: Path) -> None:
 def test_negative_labels_are_refused_even_without_a_class_count(isolated: Path) -> None:
     write_fake_mnist(isolated / "neg")
     write_idx(isolated / "neg" / MNIST_FILES[3], np.array([0, 1, -1, 2, 3], dtype=np.int8))
-    with pytest.raises(DataError, match=r"labels must be 0 or more, found -1 at index 2"):
+    with pytest.raises(DataError, match=r"labels must be in 0\.\.65535, found -1 at index 2"):
         load_mnist(isolated / "neg", num_classes=None)
 
 
@@ -231,3 +234,105 @@ def test_loading_mnist_peaks_at_about_the_size_of_the_arrays(isolated: Path) -> 
         tracemalloc.stop()
     total = sum(arr.nbytes for arr in data)  # 55.4 MB; reading via bytes peaked at 114 MB
     assert peak < 1.1 * total, f"peak {peak / 1e6:.1f} MB for {total / 1e6:.1f} MB of arrays"
+
+
+# -- implausible labels, and what the command line says when memory runs out ------
+
+
+def _huge_label_dir(directory: Path) -> Path:
+    write_fake_mnist(directory)
+    labels = np.arange(12, dtype=np.int32) % 10
+    labels[7] = 2**31 - 1  # IDX labels may be stored as int32
+    write_idx(directory / MNIST_FILES[1], labels)
+    return directory
+
+
+def test_implausible_label_is_refused_naming_file_and_value(isolated: Path) -> None:
+    directory = _huge_label_dir(isolated / "huge")
+    with pytest.raises(
+        DataError,
+        match=r"train-labels-idx1-ubyte\.gz: labels must be in 0\.\.65535, found 2147483647 at "
+        r"index 7 \(1 out of range in all\): a class index of 65536 or more is implausible",
+    ):
+        load_mnist(directory, num_classes=None)
+    labels = np.arange(12, dtype=np.int32) % 10
+    labels[3] = mnist_mod.MAX_CLASSES - 1  # the largest accepted
+    write_idx(directory / MNIST_FILES[1], labels)
+    assert load_mnist(directory, num_classes=None).y_train.max() == 65535
+
+
+def test_cli_refuses_a_huge_label_instead_of_running_out_of_memory(
+    isolated: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # It built 2**31 outputs and said "out of memory ... (try smaller --hidden sizes)".
+    monkeypatch.delenv("HANDGRAD_DEBUG", raising=False)
+    directory = _huge_label_dir(isolated / "huge")
+    argv = ["train", "--data-dir", str(directory), "--epochs", "1", "--no-save", "--quiet"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(
+        f"handgrad train: error: {directory / MNIST_FILES[1]}: labels must be in 0..65535, "
+        "found 2147483647 at index 7"
+    )
+    assert "--hidden" not in err and err.count("\n") == 1
+
+
+class _NumpyWithoutMemory:
+    """``numpy`` whose ``empty`` fails as a too-large allocation does."""
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(np, name)
+
+    @staticmethod
+    def empty(*args: object, **kwargs: object) -> np.ndarray:
+        raise MemoryError("Unable to allocate 1.00 TiB for an array with shape (1099511627776,)")
+
+
+def test_cli_memory_error_while_loading_blames_the_data_not_hidden(
+    isolated: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    write_fake_mnist(isolated / "d")
+    monkeypatch.delenv("HANDGRAD_DEBUG", raising=False)
+    monkeypatch.setattr("handgrad.data.idx.np", _NumpyWithoutMemory())
+    argv = ["train", "--data-dir", str(isolated / "d"), "--epochs", "1", "--batch-size", "4"]
+    assert main([*argv, "--no-save"]) == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err.startswith(
+        "handgrad train: error: out of memory: Unable to allocate 1.00 TiB for an array with "
+        "shape (1099511627776,) (while loading the data: is it the data you meant?)"
+    )
+    assert "--hidden" not in err
+
+
+def test_cli_memory_error_while_building_the_model_names_hidden(
+    isolated: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def build_mlp(*args: object, **kwargs: object) -> None:
+        raise MemoryError("Unable to allocate 4.00 GiB")
+
+    write_fake_mnist(isolated / "d")
+    monkeypatch.delenv("HANDGRAD_DEBUG", raising=False)
+    monkeypatch.setattr("handgrad.recipes.build_mlp", build_mlp)
+    argv = ["train", "--data-dir", str(isolated / "d"), "--epochs", "1", "--batch-size", "4"]
+    assert main([*argv, "--no-save"]) == 2
+    assert (
+        capsys.readouterr()
+        .err.splitlines()[-1]
+        .startswith(
+            "handgrad train: error: out of memory: Unable to allocate 4.00 GiB (while building the "
+            "model: try smaller --hidden sizes)"
+        )
+    )
+
+
+def test_payload_hash_of_an_unreadable_file_is_a_data_error(tmp_path: Path) -> None:
+    # verify_mnist and download_mnist hash what is there: a raw FileNotFoundError before.
+    with pytest.raises(DataError, match=r"nope\.gz: cannot read: No such file or directory"):
+        payload_sha256(tmp_path / "nope.gz")
+    (tmp_path / "cut.gz").write_bytes(gzip.compress(b"x" * 1000)[:-9])
+    with pytest.raises(DataError, match=r"cut\.gz: corrupt gzip stream"):
+        payload_sha256(tmp_path / "cut.gz")

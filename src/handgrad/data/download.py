@@ -8,23 +8,21 @@ mirror that re-compressed the same data still verifies.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import http.client
 import os
 import shutil
 import urllib.error
 import urllib.request
-import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
 
 from handgrad._atomic import atomic_open
+from handgrad.data._open import open_data
 from handgrad.data.errors import DataError
 
 _CHUNK = 1 << 20
-_GZIP_MAGIC = b"\x1f\x8b"
 
 
 class _Rejected(Exception):
@@ -34,18 +32,14 @@ class _Rejected(Exception):
 def payload_sha256(path: str | os.PathLike[str]) -> str:
     """Hex SHA-256 of the file's contents, decompressed first if it is a gzip stream.
 
-    Streams in 1 MiB chunks, so memory stays flat whatever the file size.
+    Streams in 1 MiB chunks, so memory stays flat whatever the file size. A file
+    that cannot be read or a corrupt gzip stream is a :class:`DataError` naming it.
     """
     path = Path(path)
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        gzipped = f.read(2) == _GZIP_MAGIC
-    try:
-        with gzip.open(path, "rb") if gzipped else open(path, "rb") as f:
-            while chunk := f.read(_CHUNK):
-                digest.update(chunk)
-    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-        raise DataError(f"{path}: corrupt gzip stream ({exc})") from exc
+    with open_data(path) as opened:
+        while chunk := opened.stream.read(_CHUNK):
+            digest.update(chunk)
     return digest.hexdigest()
 
 

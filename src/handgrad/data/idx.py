@@ -11,13 +11,12 @@ import gzip
 import io
 import math
 import os
-import stat
-import zlib
 from pathlib import Path
 
 import numpy as np
 
 from handgrad._atomic import atomic_write
+from handgrad.data._open import Opened, open_data
 from handgrad.data.errors import DataError
 
 # IDX type code -> big-endian element dtype.
@@ -30,8 +29,10 @@ IDX_TYPES: dict[int, np.dtype] = {
     0x0E: np.dtype(">f8"),
 }
 _CODE_OF: dict[str, int] = {dt.newbyteorder("=").name: code for code, dt in IDX_TYPES.items()}
-_GZIP_MAGIC = b"\x1f\x8b"
 _CHUNK = 1 << 20
+# NumPy 2 allows 64 dimensions, NumPy 1 allowed 32; IDX headers can declare 255.
+_MAX_NDIM = 64 if np.lib.NumpyVersion(np.__version__) >= "2.0.0" else 32
+_MAX_BYTES = np.iinfo(np.intp).max
 # Deflate cannot expand data more than about 1032:1 (a run of one byte).
 _MAX_DEFLATE_RATIO = 1032
 _KNOWN = ", ".join(f"0x{code:02x} ({dt.newbyteorder('=').name})" for code, dt in IDX_TYPES.items())
@@ -56,26 +57,48 @@ def _read_full(stream: io.BufferedIOBase, out: memoryview) -> int:
     return filled
 
 
-def _count_rest(stream: io.BufferedIOBase) -> int:
-    """Bytes left in ``stream``, read in chunks and dropped."""
+def _count_rest(stream: io.BufferedIOBase, cap: float = math.inf) -> int:
+    """Bytes left in ``stream``, read in chunks and dropped; stops once past ``cap``."""
     count = len(stream.read(1))  # read(_CHUNK) would allocate a whole chunk to find nothing
-    while count and (chunk := stream.read(_CHUNK)):
+    while count and count <= cap and (chunk := stream.read(_CHUNK)):
         count += len(chunk)
     return count
+
+
+def _read_growing(stream: io.BufferedIOBase, expected: int, first: int) -> tuple[np.ndarray, int]:
+    """Up to ``expected`` bytes of ``stream`` in a ``uint8`` array; and how many arrived.
+
+    The array starts at ``first`` bytes and doubles only as the data keeps coming,
+    so a header that claims more than the stream holds costs at most about twice
+    what really arrived, never what it claims. Growing is a ``realloc``, which
+    for large blocks remaps pages instead of copying them.
+    """
+    buf = np.empty(min(expected, max(first, 1)), dtype=np.uint8)
+    filled = 0
+    while True:
+        with buf.data as view:
+            filled += _read_full(stream, view[filled:])
+        if filled < len(buf) or len(buf) == expected:
+            return buf, filled
+        buf.resize(min(2 * len(buf), expected), refcheck=False)
 
 
 def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     """Read an IDX file (gzip-compressed or raw) into a native-byte-order array.
 
-    Every part of the file is checked: the magic number, the type code, and that
-    the payload holds exactly ``prod(dims)`` elements. The payload is read
-    straight into the returned array (decompressed chunk by chunk for gzip), so
-    memory peaks at about the array's size, not twice it.
+    Every part of the file is checked: the magic number, the type code, the
+    number and sizes of the dimensions, and that the payload holds exactly
+    ``prod(dims)`` elements. Memory follows what the file really holds, never
+    what its header claims: a raw file's size is compared with the header before
+    anything is allocated, and a gzip stream (or a pipe) is read into an array
+    that grows only as the data arrives, up to the declared size, and no byte
+    past it is kept. Memory peaks at about the array's size, not twice it.
 
     Parameters
     ----------
     path : str or path-like
-        The file. Compression is detected from the content, not the name.
+        The file (a FIFO or pipe works too). Compression is detected from the
+        content, not the name.
 
     Returns
     -------
@@ -86,34 +109,21 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     Raises
     ------
     DataError
-        Naming the file and the problem: corrupt gzip stream, bad magic number,
-        unknown type code, truncated payload or trailing bytes.
+        Naming the file and the problem: a file that cannot be read, corrupt gzip
+        stream, bad magic number, unknown type code, more dimensions than NumPy
+        allows, sizes no array can have, truncated payload or trailing bytes.
+        (Only a file that really holds more data than fits in memory can raise
+        ``MemoryError``.)
     """
     path = Path(path)
-    with open(path, "rb") as raw:  # readinto of a whole chunk bypasses its small buffer
-        was_gzip = raw.read(2) == _GZIP_MAGIC
-        raw.seek(0)
-        st = os.fstat(raw.fileno())
-        # Most bytes the payload can have: the file size, or for gzip the most
-        # deflate can expand it. A header asking for more is truncated for sure,
-        # and is reported without allocating what it asks for.
-        limit: float = st.st_size * (_MAX_DEFLATE_RATIO if was_gzip else 1)
-        if not stat.S_ISREG(st.st_mode):
-            limit = math.inf
-        if not was_gzip:
-            return _read_idx_stream(path, raw, was_gzip, limit)
-        try:
-            with gzip.GzipFile(fileobj=raw, mode="rb") as stream:
-                return _read_idx_stream(path, stream, was_gzip, limit)
-        except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
-            raise DataError(f"{path}: corrupt gzip stream ({exc})") from exc
+    with open_data(path) as opened:
+        return _read_idx_stream(path, opened)
 
 
-def _read_idx_stream(
-    path: Path, stream: io.BufferedIOBase, was_gzip: bool, limit: float
-) -> np.ndarray:
+def _read_idx_stream(path: Path, opened: Opened) -> np.ndarray:
+    stream = opened.stream
     not_gzip_note = ""
-    if path.name.endswith(".gz") and not was_gzip:
+    if path.name.endswith(".gz") and not opened.gzipped:
         not_gzip_note = " (the name ends in .gz but the file is not gzip-compressed)"
     magic = stream.read(4)
     if len(magic) < 4:
@@ -130,6 +140,11 @@ def _read_idx_stream(
         )
     if code not in IDX_TYPES:
         raise DataError(f"{path}: unknown IDX type code 0x{code:02x}; expected one of {_KNOWN}")
+    if ndim > _MAX_NDIM:
+        raise DataError(
+            f"{path}: header declares {ndim} dimensions; NumPy arrays have at most {_MAX_NDIM} "
+            f"(magic number 0x{magic.hex()})"
+        )
     header_len = 4 + 4 * ndim
     sizes = stream.read(4 * ndim)
     if len(sizes) < 4 * ndim:
@@ -141,24 +156,49 @@ def _read_idx_stream(
     dtype = IDX_TYPES[code]
     native = dtype.newbyteorder("=")
     expected = math.prod(dims) * dtype.itemsize
-
-    def size_error(got: int) -> DataError:
-        problem = "truncated" if got < expected else f"{got - expected} trailing bytes"
-        return DataError(
-            f"{path}: {problem}: header says {_shape_str(dims)} = {expected} bytes of "
-            f"{native.name}, file has {got} bytes after the {header_len}-byte header"
+    # NumPy refuses a shape whose nonzero sizes multiply past its index range,
+    # even with a zero among them (no elements): say so in the file's terms.
+    if math.prod(d or 1 for d in dims) * dtype.itemsize > _MAX_BYTES:
+        raise DataError(
+            f"{path}: impossible header: shape {dims} of {native.name} is beyond the largest "
+            f"array NumPy can index ({_MAX_BYTES} bytes)"
+            + (", even though its zero size makes it empty" if expected == 0 else "")
         )
 
-    if expected > limit:
-        raise size_error(_count_rest(stream))
-    out = np.empty(dims, dtype=native)
-    got = _read_full(stream, out.reshape(-1).view(np.uint8).data)
+    def size_error(got: int, at_least: bool = False) -> DataError:
+        problem = (
+            "truncated"
+            if got < expected
+            else f"{'at least ' if at_least else ''}{got - expected} trailing bytes"
+        )
+        has = f"{'at least ' if at_least else ''}{got}"
+        return DataError(
+            f"{path}: {problem}: header says {_shape_str(dims)} = {expected} bytes of "
+            f"{native.name}, file has {has} bytes after the {header_len}-byte header"
+        )
+
+    if opened.disk_size is not None and not opened.gzipped:
+        # A raw file's payload is exactly its size less the header: check before reading.
+        if opened.disk_size - header_len != expected:
+            raise size_error(opened.disk_size - header_len)
+        first = expected
+    elif opened.disk_size is not None:
+        # Deflate expands at most about 1032:1: a header asking for more than that
+        # is truncated for sure, whatever the stream holds.
+        if expected > opened.disk_size * _MAX_DEFLATE_RATIO:
+            raise size_error(_count_rest(stream))
+        first = max(opened.disk_size, _CHUNK)
+    else:
+        first = _CHUNK  # a pipe: nothing known until the data arrives
+    buf, got = _read_growing(stream, expected, first)
     if got < expected:
         raise size_error(got)
-    # Reading on to the end also makes gzip check its CRC and length trailer.
-    extra = _count_rest(stream)
+    # Reading on to the end also makes gzip check its CRC and length trailer; but
+    # a stream far longer than declared (a pipe, a deflate bomb) is not read to its end.
+    extra = _count_rest(stream, cap=_CHUNK)
     if extra:
-        raise size_error(expected + extra)
+        raise size_error(expected + extra, at_least=extra > _CHUNK)
+    out = buf.view(native).reshape(dims)
     if not dtype.isnative:
         out.byteswap(inplace=True)  # the bytes are big-endian; `out` is typed native
     return out

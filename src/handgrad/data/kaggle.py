@@ -7,58 +7,89 @@ labels in 0..9. A submission is ``ImageId,Label`` with ImageId counting from 1.
 
 from __future__ import annotations
 
-import gzip
-import itertools
+import io
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+import re
 from pathlib import Path
-from typing import TextIO
+from typing import BinaryIO, TextIO, cast
 
 import numpy as np
 
+from handgrad.data._open import GZIP_ERRORS, open_data
 from handgrad.data.errors import DataError
 from handgrad.data.idx import write_atomic
 
 _MAX_SHOWN = 60  # characters of a bad field or header quoted in an error
 _BLOCK_LINES = 2048  # lines per np.loadtxt call: fast, and a bad line costs one block
-
-
-@contextmanager
-def _open_text(path: Path) -> Iterator[TextIO]:
-    # utf-8-sig drops the byte-order mark that spreadsheet programs like to add
-    if path.name.endswith(".gz"):
-        with gzip.open(path, "rt", encoding="utf-8-sig", newline=None) as f:
-            yield f
-    else:
-        with open(path, encoding="utf-8-sig", newline=None) as f:
-            yield f
+# The longest header read (about 100,000 pixel columns) and, per value, the most
+# characters a data line may use: '255,' needs 4. A longer line is not read whole.
+_MAX_HEADER_CHARS = 1 << 20
+_CHARS_PER_VALUE = 32
+# What np.loadtxt reads as an integer, once stripped of whitespace (as it does).
+_INTEGER = re.compile(r"[+-]?[0-9]+\Z")
+_SEPARATORS = {";": "semicolons", "\t": "tabs", "|": "vertical bars", " ": "spaces"}
+_EXPECTED_HEADER = "'label,pixel0,...,pixel783' (train) or 'pixel0,...,pixel783' (test)"
 
 
 def _short(text: str) -> str:
     return text if len(text) <= _MAX_SHOWN else text[:_MAX_SHOWN] + "..."
 
 
+def _undecodable(where: str, line: str) -> DataError | None:
+    """The error for a line holding bytes that are not UTF-8 (read as lone surrogates)."""
+    if line.isascii():
+        return None
+    for i, char in enumerate(line, start=1):
+        if "\udc80" <= char <= "\udcff":
+            return DataError(
+                f"{where}: not UTF-8 text (byte 0x{ord(char) - 0xDC00:02x} at character {i}); "
+                "a CSV of integers was expected"
+            )
+    return None
+
+
+def _readline(path: Path, text: TextIO, lineno: int, limit: int, what: str) -> str:
+    """The next line of ``text`` (``''`` at the end), refusing one longer than ``limit``."""
+    line = text.readline(limit + 1)
+    if len(line) > limit and not line.endswith("\n"):
+        raise DataError(
+            f"{path}, line {lineno}: longer than {limit} characters, too long for {what} "
+            f"(starts {_short(line)!r}); is it a CSV file with one row per line?"
+        )
+    return line
+
+
 def _parse_header(path: Path, line: str) -> tuple[bool, int]:
     """``(has_label, n_pixels)`` from the header line, or a DataError saying what is wrong."""
-    names = [name.strip() for name in line.strip().split(",")]
+    where = f"{path}, line 1"
+    error = _undecodable(where, line)
+    if error:
+        raise error
+    text = line.strip()
+    names = [name.strip() for name in text.split(",")]
     has_label = bool(names) and names[0] == "label"
     pixels = names[1:] if has_label else names
     expected = [f"pixel{i}" for i in range(len(pixels))]
-    if not pixels or pixels != expected:
+    if pixels and pixels == expected:
+        return has_label, len(pixels)
+    separator = next(
+        (sep for sep in _SEPARATORS if "," not in text and len(text.split(sep)) > 1), None
+    )
+    if separator is not None:
+        wrong = f"values separated by {_SEPARATORS[separator]}, not commas"
+    else:
         wrong = next(
             (
-                f"column {i + 1 + has_label} is {got!r}, expected {want!r}"
+                f"column {i + 1 + has_label} is {_short(got)!r}, expected {want!r}"
                 for i, (got, want) in enumerate(zip(pixels, expected, strict=True))
                 if got != want
             ),
             "no pixel columns",
         )
-        raise DataError(
-            f"{path}, line 1: bad header ({wrong}): expected 'label,pixel0,...,pixel783' "
-            f"(train) or 'pixel0,...,pixel783' (test), got {_short(line.strip())!r}"
-        )
-    return has_label, len(pixels)
+    raise DataError(
+        f"{where}: bad header ({wrong}): expected a comma-separated {_EXPECTED_HEADER}, "
+        f"got {_short(text)!r}"
+    )
 
 
 def _find_bad_line(
@@ -68,23 +99,28 @@ def _find_bad_line(
     for lineno, line in enumerate(lines, start=first_lineno):
         if not line.strip():
             continue
-        fields = line.strip().split(",")
         where = f"{path}, line {lineno}"
+        error = _undecodable(where, line)
+        if error:
+            return error
+        fields = line.strip().split(",")
         if len(fields) != n_cols:
             return DataError(
                 f"{where}: expected {n_cols} comma-separated values (as in the header), "
                 f"got {len(fields)}"
             )
         for col, field in enumerate(fields, start=1):
-            try:
-                value = int(field)
-            except ValueError:
+            number = field.strip()
+            if not _INTEGER.match(number):
                 return DataError(f"{where}, column {col}: {_short(field)!r} is not an integer")
+            # int() refuses over 4300 digits; no value in range needs more than a few
+            long = len(number.lstrip("+-").lstrip("0")) > 10
             is_label = has_label and col == 1
             high = 9 if is_label else 255
-            if not 0 <= value <= high:
+            if long or not 0 <= int(number) <= high:
                 what = "label" if is_label else "pixel value"
-                return DataError(f"{where}, column {col}: {what} {value} is out of range 0..{high}")
+                shown = _short(number) if long else int(number)
+                return DataError(f"{where}, column {col}: {what} {shown} is out of range 0..{high}")
     return None
 
 
@@ -112,15 +148,19 @@ def _parse_block(
 
 
 def load_kaggle_csv(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray | None]:
-    """Load a Digit Recognizer ``train.csv`` or ``test.csv`` (optionally ``.gz``).
+    """Load a Digit Recognizer ``train.csv`` or ``test.csv`` (optionally gzip-compressed).
 
     Parsed by NumPy's C reader in blocks of lines (42000 rows in about a second);
     only a block that fails is scanned again in Python, to name its first bad line.
+    Memory follows the rows really read: no line longer than the header allows
+    (32 characters per value) is read whole, and a gzip stream is decompressed
+    as it is read. A FIFO or pipe works too.
 
     Parameters
     ----------
     path : str or path-like
-        The CSV file.
+        The CSV file, UTF-8 (a byte-order mark is fine), any line endings.
+        Compression is detected from the content, not the name.
 
     Returns
     -------
@@ -132,22 +172,50 @@ def load_kaggle_csv(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarra
     Raises
     ------
     DataError
-        Naming the file and line: an empty file or one with only a header, bad
-        header, wrong number of values, a value that is not an integer, a pixel
-        outside 0..255 or a label outside 0..9.
+        Naming the file, and the line where there is one: a file that cannot be
+        read, a corrupt or truncated gzip stream, bytes that are not UTF-8, an
+        empty file or one with only a header, bad header (a short excerpt, and the
+        separator when it is not a comma), a line too long, wrong number of
+        values, a value that is not an integer, a pixel outside 0..255 or a label
+        outside 0..9.
     """
     path = Path(path)
     blocks: list[np.ndarray] = []
-    with _open_text(path) as f:
-        header = f.readline()
-        if not header.strip():
-            raise DataError(f"{path}, line 1: empty file, expected a header line")
-        has_label, n_pixels = _parse_header(path, header)
-        n_cols = n_pixels + has_label
-        lineno = 2
-        while lines := list(itertools.islice(f, _BLOCK_LINES)):
-            blocks.append(_parse_block(path, lines, lineno, has_label, n_cols))
-            lineno += len(lines)
+    lineno = 1
+    with open_data(path) as opened:
+        # Undecodable bytes become lone surrogates, reported with their line.
+        text = io.TextIOWrapper(
+            cast(BinaryIO, opened.stream),
+            encoding="utf-8-sig",
+            errors="surrogateescape",
+            newline=None,
+        )
+        try:
+            header = _readline(path, text, 1, _MAX_HEADER_CHARS, "a CSV header")
+            if not header.strip():
+                raise DataError(f"{path}, line 1: empty file, expected a header line")
+            has_label, n_pixels = _parse_header(path, header)
+            n_cols = n_pixels + has_label
+            limit = _CHARS_PER_VALUE * n_cols + 256
+            first = lineno = 2
+            while True:
+                lines: list[str] = []
+                while len(lines) < _BLOCK_LINES:
+                    line = _readline(path, text, lineno, limit, f"{n_cols} values")
+                    if not line:
+                        break
+                    lines.append(line)
+                    lineno += 1
+                if not lines:
+                    break
+                blocks.append(_parse_block(path, lines, first, has_label, n_cols))
+                first = lineno
+        except GZIP_ERRORS as exc:
+            raise DataError(f"{path}, line {lineno}: corrupt gzip stream ({exc})") from exc
+        except OSError as exc:
+            raise DataError(f"{path}, line {lineno}: cannot read: {exc.strerror or exc}") from exc
+        finally:
+            text.detach()  # the stream is open_data's to close
     table = np.concatenate(blocks) if blocks else np.zeros((0, n_cols), dtype=np.uint8)
     if len(table) == 0:
         raise DataError(f"{path}: no data rows after the header line (an empty file)")

@@ -60,6 +60,11 @@ DEFAULT_MIRRORS: tuple[str, ...] = (
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
 )
 
+#: Labels read without a class count must be below this: the largest class index a
+#: dataset in MNIST's layout plausibly has (EMNIST has 62 classes) is far below it,
+#: while an output layer of 65536 units is still an ordinary allocation.
+MAX_CLASSES = 1 << 16
+
 #: The copy shipped inside the package (a module attribute so tests can move it).
 SHIPPED_DIR: Path = Path(__file__).parent / "mnist"
 
@@ -193,7 +198,9 @@ def load_idx_dataset(
         Holds the files of :data:`MNIST_FILES`, gzip-compressed or not.
     num_classes : int, optional
         If given, every label must be in ``0 .. num_classes - 1``; otherwise any
-        label of 0 or more is accepted (infer the class count as ``max + 1``).
+        label in ``0 .. MAX_CLASSES - 1`` is accepted (infer the class count as
+        ``max + 1``). A larger label is refused as implausible: it would give a
+        network that many outputs.
 
     Returns
     -------
@@ -226,16 +233,24 @@ def load_idx_dataset(
                 f"{labels_path}: {len(labels)} labels, but {images_path.name} has "
                 f"{len(images)} images"
             )
-        # Labels are class indices: never negative, below num_classes when given.
-        bad = np.flatnonzero(
-            (labels < 0) if num_classes is None else (labels < 0) | (labels >= num_classes)
-        )
+        # Labels are class indices: never negative, below num_classes when given,
+        # and without it below MAX_CLASSES: a network gets max label + 1 outputs, so
+        # one stray 2**31 - 1 would otherwise ask for billions of them.
+        high = MAX_CLASSES if num_classes is None else num_classes
+        bad = np.flatnonzero((labels < 0) | (labels >= high))
         if bad.size:
-            allowed = "0 or more" if num_classes is None else f"in 0..{num_classes - 1}"
-            hint = "" if num_classes is None else " (num_classes=None accepts any class index)"
+            if num_classes is not None:
+                hint = " (num_classes=None accepts other class indices)"
+            elif labels[bad[0]] >= MAX_CLASSES:
+                hint = (
+                    f": a class index of {MAX_CLASSES} or more is implausible (a network gets "
+                    "max label + 1 outputs); is this really a labels file?"
+                )
+            else:
+                hint = ""
             raise DataError(
-                f"{labels_path}: labels must be {allowed}, found {labels[bad[0]]} at index "
-                f"{bad[0]} ({bad.size} out of range in all){hint}"
+                f"{labels_path}: labels must be in 0..{high - 1}, found {labels[bad[0]]} at "
+                f"index {bad[0]} ({bad.size} out of range in all){hint}"
             )
         arrays += [images, labels.astype(np.int64)]
     if arrays[0].shape[1:] != arrays[2].shape[1:]:
@@ -263,8 +278,9 @@ def load_mnist(
     num_classes : int or None
         Labels must lie in ``0 .. num_classes - 1`` (default 10, the digits; the
         lab and ``handgrad evaluate`` assume ten classes). ``None`` accepts any
-        label of 0 or more, for a dataset with other classes in the same layout
-        (e.g. EMNIST letters); the class count is then ``max label + 1``.
+        label from 0, for a dataset with other classes in the same layout
+        (e.g. EMNIST letters); the class count is then ``max label + 1``, and a
+        label of :data:`MAX_CLASSES` or more is refused.
 
     Returns
     -------
