@@ -428,6 +428,10 @@ def test_a_required_constructor_argument_gets_its_fix(tmp_path: Path) -> None:
 def test_directories_are_not_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_main(["lab", "check", str(tmp_path)]) == 2
     assert f"{tmp_path} is a directory, not a lab file" in capsys.readouterr().err
+    # no missing directory is created for an output: named, then made by hand
+    assert cli_main(["lab", "start", str(tmp_path / "new" / "dir" / "nn.py")]) == 2
+    assert f"the directory {tmp_path / 'new'} does not exist" in capsys.readouterr().err
+    (tmp_path / "new" / "dir").mkdir(parents=True)
     assert cli_main(["lab", "start", str(tmp_path / "new" / "dir" / "nn.py")]) == 0
     assert (tmp_path / "new" / "dir" / "nn.py").read_text() == STARTER_SOURCE.read_text()
     assert cli_main(["lab", "start", str(tmp_path / "new" / "dir")]) == 0

@@ -58,7 +58,9 @@ def test_missing_dependency_is_named_with_its_install_command(
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
     assert main(["study", "single-neuron", "--quick", "--out", str(tmp_path / "s")]) == 2
     err = capsys.readouterr().err
-    assert 'needs matplotlib, not installed (matplotlib: pip install "handgrad[plots]")' in err
+    from handgrad._install import install_hint  # this copy's command (a checkout's here)
+
+    assert f"needs matplotlib, not installed (matplotlib: {install_hint('plots')})" in err
     assert not (tmp_path / "s").exists()
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 
@@ -43,14 +44,21 @@ fraction = _number(float, lambda v: 0.0 <= v < 1.0, "must be in [0, 1)")
 
 
 def layer_sizes(text: str) -> list[int]:
-    """``"256,128"`` -> ``[256, 128]``; each size in ``1 .. MAX_LAYER_SIZE``."""
+    """``"256,128"`` -> ``[256, 128]``; each size in ``1 .. MAX_LAYER_SIZE``, no empty items
+    (``128,,64`` or a trailing comma is a typo, not two layers)."""
+    parts = [part.strip() for part in text.split(",")]
+    if "" in parts:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated layer sizes like 256,128, got {text!r}, which has "
+            "an empty size"
+        )
     try:
-        sizes = [int(part) for part in text.split(",") if part.strip()]
+        sizes = [int(part) for part in parts]
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected comma-separated layer sizes like 256,128, got {text!r}"
         ) from None
-    if not sizes or min(sizes) < 1:
+    if min(sizes) < 1:
         raise argparse.ArgumentTypeError(f"layer sizes must be positive, got {text!r}")
     if max(sizes) > MAX_LAYER_SIZE:
         raise argparse.ArgumentTypeError(
@@ -60,29 +68,38 @@ def layer_sizes(text: str) -> list[int]:
     return sizes
 
 
-def _creatable_dir_problem(directory: Path) -> str | None:
-    """Why ``directory`` cannot be written in or created, or None."""
-    existing = next((d for d in (directory, *directory.parents) if d.exists()), Path.cwd())
-    if not existing.is_dir():
-        return f"{existing} is a file, not a directory"
-    if not os.access(existing, os.W_OK | os.X_OK):
-        return f"no permission to write in {existing}"
+def _missing_dir_problem(directory: Path) -> str | None:
+    """Why files cannot be written in ``directory``, which must exist, or None. The
+    command line creates no missing directories: a typo in a path would otherwise
+    leave a tree of new directories and the output somewhere unexpected."""
+    if not directory.exists():
+        missing = directory
+        while not missing.parent.exists() and missing.parent != missing:
+            missing = missing.parent
+        create = f"mkdir -p {shlex.quote(str(directory))}"
+        return f"the directory {missing} does not exist (create it first: {create})"
+    if not directory.is_dir():
+        return f"{directory} is a file, not a directory"
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return f"no permission to write in {directory}"
     return None
 
 
 def output_file_problem(path: Path, example: str = "model.npz") -> str | None:
-    """Why a file cannot be written at ``path`` (parents created as needed), or None;
-    ``example`` is the file name suggested when ``path`` is a directory."""
+    """Why a file cannot be written at ``path``, or None: its directory must exist
+    (none is created); ``example`` is the file name suggested when ``path`` is a
+    directory."""
     if path.is_dir():
         return f"is a directory; give a file name such as {path / example}"
-    return _creatable_dir_problem(path.parent)
+    return _missing_dir_problem(path.parent)
 
 
 def output_dir_problem(path: Path) -> str | None:
-    """Why files cannot be written into the directory ``path`` (created if needed), or None."""
+    """Why files cannot be written into the directory ``path``, or None: ``path``
+    itself is created if needed, but its parent must exist."""
     if path.exists() and not path.is_dir():
         return "exists and is not a directory"
-    return _creatable_dir_problem(path)
+    return _missing_dir_problem(path if path.exists() else path.parent)
 
 
 def input_file_error(path: Path, what: str) -> FileNotFoundError:

@@ -37,6 +37,13 @@ class Callback:
 
     def on_train_end(self) -> None: ...
 
+    def state_dict(self) -> dict[str, Any] | None:
+        """What a checkpoint must keep of this callback to resume exactly (None: nothing)."""
+        return None
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned, when a run resumes."""
+
 
 def _better(mode: str, value: float, best: float, min_delta: float) -> bool:
     if mode == "min":
@@ -64,8 +71,10 @@ def _monitored(logs: dict[str, float], monitor: str, who: str) -> float:
 class EarlyStopping(Callback):
     """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs.
 
-    With ``restore_best_weights=True`` the model ends with the weights of its
-    best epoch.
+    Keras's rule: training stops at the end of the ``patience``-th epoch in a row
+    without improvement, so ``patience=1`` stops after the first epoch that does not
+    improve and ``patience=3`` after the third (``patience=0`` acts as 1). With
+    ``restore_best_weights=True`` the model ends with the weights of its best epoch.
     """
 
     def __init__(
@@ -100,15 +109,30 @@ class EarlyStopping(Callback):
                 self.best_state = self.trainer.model.state_dict()
             return
         self.wait += 1
-        if self.wait > self.patience:
+        if self.wait >= self.patience:
             self.trainer.request_stop(
-                f"early stopping: {self.monitor} did not improve for {self.wait} epochs "
+                f"early stopping: {self.monitor} did not improve for {self.wait} "
+                f"epoch{'s' if self.wait > 1 else ''} "
                 f"(best {self.best:.6g} at epoch {self.best_epoch + 1})"
             )
 
     def on_train_end(self) -> None:
+        # An interrupted run is paused, not over: its checkpoint keeps the last weights.
         if self.restore_best_weights and self.best_state is not None:
-            self.trainer.model.load_state_dict(self.best_state)
+            if not self.trainer.interrupted:
+                self.trainer.model.load_state_dict(self.best_state)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "best": self.best,
+            "best_epoch": self.best_epoch,
+            "wait": self.wait,
+            "best_state": self.best_state,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.best_epoch, self.wait = state["best"], state["best_epoch"], state["wait"]
+        self.best_state = state["best_state"]
 
 
 class ModelCheckpoint(Callback):
@@ -127,6 +151,12 @@ class ModelCheckpoint(Callback):
         self.save_best_only = save_best_only
         self.mode = _mode(monitor, mode)
         self.best = math.inf if self.mode == "min" else -math.inf
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best = state["best"]
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
         from handgrad.serialization import save
@@ -226,6 +256,7 @@ class ProgressBar(Callback):
             return
         self._bar = tqdm(
             total=self.trainer.steps_per_epoch,
+            initial=self.trainer.step,  # a resumed epoch starts part done
             leave=False,
             unit="batch",
             desc=f"epoch {epoch + 1}/{self.trainer.epochs}",

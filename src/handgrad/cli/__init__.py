@@ -18,9 +18,16 @@ from pathlib import Path
 from typing import NoReturn
 
 from handgrad._argtypes import non_negative_int, positive_float
-from handgrad.cli._common import INSTALL_HINT, CommandError, one_line
+from handgrad._install import fix_hints, install_hint
+from handgrad.cli._common import CommandError, one_line
 from handgrad.cli.evaluation import cmd_evaluate, cmd_gradcheck, cmd_predict
-from handgrad.cli.training import TRAIN_EPILOG, add_training_options, cmd_kaggle, cmd_train
+from handgrad.cli.training import (
+    TRAIN_EPILOG,
+    add_checkpoint_options,
+    add_training_options,
+    cmd_kaggle,
+    cmd_train,
+)
 
 __all__ = ["CommandError", "build_parser", "main"]
 
@@ -89,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_download_option(p)
     add_training_options(p)
+    add_checkpoint_options(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
@@ -157,11 +165,28 @@ def _error_message(exc: BaseException) -> str:
     from handgrad.serialization import ModelFileError
 
     if isinstance(exc, (CommandError, DataError, ModelFileError, FileNotFoundError)):
-        return one_line(str(exc))  # written for the user already
+        # written for the user already; an install hint names this copy's command
+        return one_line(fix_hints(str(exc)))
     if isinstance(exc, MemoryError):
-        text = f"out of memory{': ' + str(exc) if str(exc) else ''} (try smaller --hidden sizes)"
+        # NumPy's message gives the array's size and shape; the innermost handgrad
+        # frame of the traceback says what it was for: blame an option only then.
+        import traceback
+
+        hint = "the data, the model or --batch-size may be too large for this machine"
+        for frame, _ in reversed(list(traceback.walk_tb(exc.__traceback__))):
+            module, name = frame.f_globals.get("__name__", ""), frame.f_code.co_name
+            if module.startswith("handgrad.data"):
+                hint = "while loading the data: is it the data you meant?"
+            elif name == "_build_model" or (module == "handgrad.recipes" and "build" in name):
+                hint = "while building the model: try smaller --hidden sizes"
+            elif module == "handgrad.train":
+                hint = "while training or predicting: try a smaller --batch-size"
+            else:
+                continue
+            break
+        text = f"out of memory{': ' + str(exc) if str(exc) else ''} ({hint})"
     elif isinstance(exc, ImportError):
-        text = str(exc) if "pip install" in str(exc) else f"{exc}: {INSTALL_HINT}"
+        text = fix_hints(str(exc)) if "pip install" in str(exc) else f"{exc}: {install_hint('cli')}"
     elif isinstance(exc, OSError) and exc.strerror:
         text = f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
     else:

@@ -13,9 +13,7 @@ from typing import Any
 import numpy as np
 
 from handgrad._argtypes import output_dir_problem, output_file_problem
-
-INSTALL_HINT = 'pip install "handgrad[cli]"'
-
+from handgrad._install import install_hint
 
 XY = tuple[np.ndarray, np.ndarray]  # (samples, labels)
 
@@ -56,7 +54,7 @@ def require(module: str, package: str, purpose: str) -> None:
         importlib.import_module(module)
     except ImportError:
         raise CommandError(
-            f"{purpose} needs {package}, which is not installed: {INSTALL_HINT}"
+            f"{purpose} needs {package}, which is not installed: {install_hint('cli')}"
         ) from None
 
 
@@ -75,6 +73,19 @@ def check_outputs(args: argparse.Namespace) -> None:
         if problem:
             raise CommandError(f"--plots {args.plots}: {problem}")
         require("matplotlib", "matplotlib", "--plots")
+
+
+def batch_size_warning(batch_size: int, n_train: int) -> str | None:
+    """What a ``--batch-size`` larger than the training set does, or None: training
+    goes on with every epoch one step on all the samples (what full-batch gradient
+    descent is; a 100,000,000 batch on MNIST ends near chance after a few epochs)."""
+    if batch_size <= n_train:
+        return None
+    return (
+        f"--batch-size {batch_size:,} is larger than the {n_train:,} training samples: every "
+        f"epoch is a single step on all {n_train:,} of them, so training learns little per "
+        f"epoch (use at most {n_train:,}; 32 to 512 is usual)"
+    )
 
 
 def load_mnist_for(args: argparse.Namespace) -> Any:

@@ -46,25 +46,41 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_predict(args: argparse.Namespace) -> int:
+def _read_digits(paths: list[str]) -> np.ndarray:
+    """Every image as an MNIST-style digit ``(N, 28, 28)``, all read before anything is
+    printed: one missing or unreadable file fails the command with every such file
+    named, instead of after half of the predictions."""
     from handgrad.images import ImageError, load_image, preprocess_digit
+
+    digits, problems = [], []
+    for path in paths:
+        if not Path(path).is_file():
+            kind = "is a directory" if Path(path).is_dir() else "is not a regular file"
+            problems.append(f"{path}: {'not found' if not Path(path).exists() else kind}")
+            continue
+        try:
+            digits.append(preprocess_digit(load_image(path)))
+        except ImageError as exc:
+            problems.append(str(exc) if path in str(exc) else f"{path}: {exc}")
+    if problems:
+        count = f"{len(problems)} of {len(paths)} images" if len(paths) > 1 else "the image"
+        raise CommandError(f"nothing predicted; {count} cannot be read: " + "; ".join(problems))
+    return np.stack(digits)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
     from handgrad.serialization import load
     from handgrad.train import predict_proba
 
     require("PIL", "Pillow", "reading images")
     model = load(args.model)
     check_input_size(model, (28, 28), "but predict makes MNIST-style images with")
-    for path in args.images:
-        if not Path(path).is_file():
-            raise CommandError(f"image not found: {path}")
-        try:
-            digit = preprocess_digit(load_image(path))
-        except ImageError as exc:
-            raise CommandError(str(exc) if path in str(exc) else f"{path}: {exc}") from exc
-        probs = predict_proba(model, model_images(model, digit[None]))[0]
-        top = np.argsort(probs)[::-1][:3]
-        alternatives = ", ".join(f"{k} {probs[k]:.1%}" for k in top[1:])
-        print(f"{path}: {top[0]} ({probs[top[0]]:.1%}; then {alternatives})")
+    digits = _read_digits(args.images)
+    probs = predict_proba(model, model_images(model, digits), batch_size=eval_batch(model))
+    for path, p in zip(args.images, probs, strict=True):
+        top = np.argsort(p)[::-1][:3]
+        alternatives = ", ".join(f"{k} {p[k]:.1%}" for k in top[1:])
+        print(f"{path}: {top[0]} ({p[top[0]]:.1%}; then {alternatives})")
     return 0
 
 

@@ -24,11 +24,13 @@ from handgrad._argtypes import (
 from handgrad.cli._common import (
     XY,
     CommandError,
+    batch_size_warning,
     check_output_file,
     check_outputs,
     eval_batch,
     linear_layers,
     load_mnist_for,
+    output_classes,
     peak_memory_mb,
 )
 
@@ -201,6 +203,126 @@ def add_training_options(p: argparse.ArgumentParser, output: str = "mnist") -> N
     g.add_argument("--quiet", "-q", action="store_true", help="no progress output")
 
 
+def add_checkpoint_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("interruption and resume")
+    g.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="write a checkpoint (model, optimizer, schedule, generators, history) to PATH "
+        "after every epoch and when interrupted (default: only when interrupted, beside "
+        "--output as NAME-checkpoint.npz)",
+    )
+    g.add_argument(
+        "--resume",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="continue the run of a checkpoint with its settings: the weights end bit for "
+        "bit as an uninterrupted run's with the same threads (default: a new run)",
+    )
+
+
+# The options that decide the run's numbers: a resumed run takes them from its checkpoint.
+RUN_OPTIONS = (
+    "model", "hidden", "activation", "dropout", "batch_norm", "dtype", "optimizer", "lr",
+    "weight_decay", "schedule", "epochs", "batch_size", "augment", "label_smoothing",
+    "val_fraction", "patience", "seed", "data_dir",
+)  # fmt: skip
+# The options a resumed run may set afresh (shown again in the command that resumes).
+RESUME_OPTIONS = ("output", "no_save", "plots", "quiet", "checkpoint", "time_limit")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _data_fingerprint(x: np.ndarray, y: np.ndarray) -> str:
+    import hashlib
+
+    digest = hashlib.blake2b(digest_size=16)
+    for a in (x, y):
+        digest.update(f"{a.dtype.str}{a.shape}".encode())
+        digest.update(np.ascontiguousarray(a).data)
+    return digest.hexdigest()
+
+
+def _run_settings(args: argparse.Namespace, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    from handgrad._blas import blas_threads
+    from handgrad._parallel import get_num_threads
+
+    return {
+        "options": {k: _plain(getattr(args, k)) for k in RUN_OPTIONS},
+        "data": _data_fingerprint(x, y),
+        "blas_threads": blas_threads(),
+        "threads": get_num_threads(),
+    }
+
+
+def apply_checkpoint_settings(args: argparse.Namespace, settings: dict[str, Any]) -> None:
+    """Take the run's options from its checkpoint; refuse ones given that differ."""
+    from handgrad.cli import build_parser
+
+    saved = settings.get("options")
+    if not isinstance(saved, dict) or set(saved) != set(RUN_OPTIONS):
+        raise CommandError(f"{args.resume}: not a checkpoint of handgrad train (no settings)")
+    defaults = build_parser().parse_args(["train"])
+    for key in RUN_OPTIONS:
+        given = getattr(args, key)
+        if given is not None and given != getattr(defaults, key) and _plain(given) != saved[key]:
+            flag = "--" + key.replace("_", "-")
+            raise CommandError(
+                f"{flag} {_plain(given)} differs from the checkpoint's ({saved[key]}): a "
+                f"resumed run keeps its settings (start a new run to change {flag})"
+            )
+        value = saved[key]
+        if key == "data_dir" and value is not None:
+            value = Path(value)
+        setattr(args, key, value)
+
+
+class _StopOnSignal:
+    """SIGINT and SIGTERM during training pause the run at the end of the current step
+    (a second one stops at once); the handlers in place before come back after."""
+
+    def __init__(self) -> None:
+        from handgrad.callbacks import Callback
+
+        self.signum: int | None = None
+        self.callback = Callback()  # fit hands it the trainer to interrupt
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        import signal
+
+        if self.signum is not None:  # asked twice: do not wait for the step
+            raise KeyboardInterrupt
+        self.signum = signum
+        trainer = getattr(self.callback, "trainer", None)
+        if trainer is not None:
+            trainer.interrupt(f"interrupted by {signal.Signals(signum).name}")
+
+    def __enter__(self) -> _StopOnSignal:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import signal
+
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
 def _split(
     args: argparse.Namespace, x: np.ndarray, y: np.ndarray
 ) -> tuple[np.random.Generator, XY, XY | None]:
@@ -212,6 +334,31 @@ def _split(
         return rng, (x, y), None
     x_train, y_train, x_val, y_val = train_val_split(x, y, args.val_fraction, rng)
     return rng, (x_train, y_train), (x_val, y_val)
+
+
+def interrupted(history: Any) -> bool:
+    return bool(history.stop_reason) and history.stop_reason.startswith("interrupted")
+
+
+def failure(history: Any, test_accuracy: float, test_size: int, num_classes: int) -> str | None:
+    """Why a finished run is no good, or None: its loss became non-finite, it ends
+    no better than chance (judged on at least 10 test samples a class), or its loss
+    ended far above where every run starts (the uniform guess, ln C)."""
+    if diverged(history):
+        return str(history.stop_reason)
+    chance = 1.0 / max(num_classes, 2)
+    if test_size >= 10 * num_classes and test_accuracy <= 1.5 * chance:
+        return (
+            f"test accuracy {test_accuracy:.2%} is chance level (1 in {num_classes}: "
+            f"{chance:.0%}); the learning rate is likely far too high"
+        )
+    last = history.history.get("loss", [math.nan])[-1]
+    if last > 2 * math.log(max(num_classes, 2)):
+        return (
+            f"the training loss ended at {last:.4g}, far above the {math.log(num_classes):.3f} "
+            "of a uniform guess where training starts; the learning rate is likely too high"
+        )
+    return None
 
 
 def diverged(history: Any) -> bool:
@@ -308,9 +455,17 @@ def _build_model(
 
 
 def _train(
-    args: argparse.Namespace, rng: np.random.Generator, train: XY, val: XY | None
+    args: argparse.Namespace,
+    rng: np.random.Generator,
+    train: XY,
+    val: XY | None,
+    extra_callbacks: tuple[Any, ...] = (),
+    resume: Any = None,
 ) -> tuple[Any, Any]:
-    """Build, train and return ``(model, history)`` per the options; see :func:`_split`."""
+    """Build, train and return ``(model, history)`` per the options; see :func:`_split`.
+
+    ``extra_callbacks`` are called as ``make(scheduler)`` for callbacks that need the
+    scheduler (checkpoints); ``resume`` is a checkpoint's TrainingState."""
     from handgrad.callbacks import EarlyStopping, ProgressBar, TimeLimit
     from handgrad.nn.losses import CrossEntropyLoss
     from handgrad.recipes import default_augment, default_lr, make_optimizer, make_scheduler
@@ -318,6 +473,9 @@ def _train(
     x, y = train
     if len(x) == 0:
         raise CommandError("no training samples left (lower --val-fraction?)")
+    warning = batch_size_warning(args.batch_size, len(x))
+    if warning:
+        print(f"handgrad {args.command}: warning: {warning}", file=sys.stderr, flush=True)
     # every class seen in training or validation gets an output
     num_classes = int(max(y.max(), -1 if val is None else val[1].max())) + 1
     model, description = _build_model(args, x.shape[1:], num_classes, rng)
@@ -339,6 +497,10 @@ def _train(
         if val is None:
             raise CommandError("--patience needs validation data: set --val-fraction above 0")
         callbacks.append(EarlyStopping(patience=args.patience, restore_best_weights=True))
+    callbacks += [make(scheduler) for make in extra_callbacks]
+    if resume is not None and not args.quiet:
+        where = f"epoch {resume.epoch + 1}" + (f", step {resume.step + 1}" if resume.step else "")
+        print(f"resuming {args.resume} at {where}", flush=True)
     if not args.quiet:
         print(
             f"model: {description}, {model.num_parameters():,} parameters; {args.optimizer} "
@@ -360,7 +522,10 @@ def _train(
         callbacks=callbacks,
         augment=augment,
         eval_batch_size=eval_batch(model),
+        resume=resume,
     )
+    if interrupted(history):
+        return model, history
     if diverged(history):
         reason = history.stop_reason
         if "learning rate" not in reason:
@@ -411,35 +576,96 @@ def _write_plots(
     return written
 
 
+def _resume_command(args: argparse.Namespace, checkpoint: Path) -> str:
+    import shlex
+
+    argv = ["handgrad", "train", "--resume", str(checkpoint)]
+    for key in RESUME_OPTIONS:
+        value = getattr(args, key, None)
+        if key == "checkpoint" or value in (None, False):
+            continue
+        flag = "--" + key.replace("_", "-")
+        argv += [flag] if value is True else [flag, str(value)]
+    return shlex.join(argv)
+
+
+def _resume_threads(settings: dict[str, Any], args: argparse.Namespace) -> None:
+    """A resumed run computes with the thread counts of the run it continues."""
+    from handgrad._blas import blas_threads, set_blas_threads
+    from handgrad._parallel import get_num_threads, set_num_threads
+
+    if args.threads is not None:
+        return
+    blas, own = settings.get("blas_threads"), settings.get("threads")
+    if isinstance(blas, int) and blas > 0 and blas != blas_threads():
+        set_blas_threads(blas)
+    if isinstance(own, int) and own > 0 and own != get_num_threads():
+        set_num_threads(own)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    from handgrad.serialization import save
+    import signal
+
+    from handgrad.checkpoint import TrainingCheckpoint, load_checkpoint
     from handgrad.train import predict
 
+    state = None
+    if args.resume is not None:
+        state = load_checkpoint(args.resume)
+        apply_checkpoint_settings(args, state.settings)
+        _resume_threads(state.settings, args)
     resolve_model_options(args)
     check_outputs(args)
+    if args.checkpoint is not None:
+        check_output_file(args.checkpoint, "--checkpoint", "run.ckpt.npz")
+    checkpoint = args.checkpoint or args.output.with_name(f"{args.output.stem}-checkpoint.npz")
     start = time.perf_counter()
     data = load_mnist_for(args)
     x_test, y_test = data.x_test, data.y_test
     args.test_size = len(x_test)
     rng, train, val = _split(args, data.x_train, data.y_train)
     del data  # the unsplit training set (47 MB of MNIST): only the split copies are used
-    model, history = _train(args, rng, train, val)
+    settings = _run_settings(args, *train)
+    if state is not None and state.settings.get("data") != settings["data"]:
+        raise CommandError(
+            f"{args.resume}: the training data differ from the run's (another --data-dir, "
+            "or the files changed): a resumed run needs the same data"
+        )
+    stopper = _StopOnSignal()
+    make_checkpoint = lambda scheduler: TrainingCheckpoint(  # noqa: E731
+        checkpoint, scheduler, settings, every_epoch=args.checkpoint is not None
+    )
+    with stopper:
+        model, history = _train(
+            args, rng, train, val, (lambda _: stopper.callback, make_checkpoint), state
+        )
     del train, val
+    if stopper.signum is not None and interrupted(history):
+        n = history.epochs
+        print(
+            f"handgrad train: {history.stop_reason} after {n} epoch(s) and part of the "
+            f"next: checkpoint saved to {checkpoint}\nresume with: "
+            f"{_resume_command(args, checkpoint)}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 128 + stopper.signum
+    if stopper.signum is not None:  # the signal came as training ended: go on, then stop
+        print(f"handgrad train: {signal.Signals(stopper.signum).name} received", file=sys.stderr)
     train_seconds = time.perf_counter() - start
     with np.errstate(over="ignore", invalid="ignore"):  # a diverged model may overflow
         y_pred = predict(model, x_test, batch_size=eval_batch(model))
     test_acc = float(np.mean(y_pred == y_test))
-    if not args.no_save:
-        save(
-            model,
-            args.output,
-            metadata={
-                "history": history.history,
-                "test_accuracy": test_acc,
-                "command": sys.argv[1:],
-                "stop_reason": history.stop_reason,
-            },
-        )
+    num_classes = output_classes(model) or int(y_test.max()) + 1
+    failed = failure(history, test_acc, len(y_test), num_classes)
+    if failed is not None:
+        if not diverged(history):  # diverged runs have said so already
+            print(f"handgrad train: training failed: {failed}", file=sys.stderr, flush=True)
+        args.no_save = True
+        kept = f"; {args.output} was left as it was" if args.output.exists() else ""
+        print(f"handgrad train: the model was not saved{kept}", file=sys.stderr, flush=True)
+    if not args.no_save and not _save_model(args, model, history, test_acc, checkpoint):
+        return 1
     if args.plots is not None:
         for path in _write_plots(args.plots, model, history, x_test, y_test, y_pred):
             if not args.quiet:
@@ -453,7 +679,40 @@ def cmd_train(args: argparse.Namespace) -> int:
         + ("" if args.no_save else f"  saved {args.output}"),
         flush=True,
     )
-    return 1 if diverged(history) else 0
+    return 1 if failed is not None else 0
+
+
+def _save_model(
+    args: argparse.Namespace, model: Any, history: Any, test_acc: float, checkpoint: Path
+) -> bool:
+    """Save the trained model; on failure say so, and where the last checkpoint is."""
+    from handgrad.serialization import save
+
+    try:
+        save(
+            model,
+            args.output,
+            metadata={
+                "history": history.history,
+                "test_accuracy": test_acc,
+                "command": sys.argv[1:],
+                "stop_reason": history.stop_reason,
+            },
+        )
+    except OSError as exc:
+        last = (
+            f"the last checkpoint, {checkpoint}, holds the run as of its last epoch"
+            if args.checkpoint is not None and checkpoint.exists()
+            else "no checkpoint was written (--checkpoint PATH keeps one every epoch)"
+        )
+        print(
+            f"handgrad train: error: could not save the trained model to {args.output}: "
+            f"{exc.strerror or exc}; {last}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return False
+    return True
 
 
 def cmd_kaggle(args: argparse.Namespace) -> int:

@@ -35,13 +35,40 @@ def _restore(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return np.moveaxis(grad.reshape(moved), -1, 1)
 
 
+def _not_class_indices(
+    t: np.ndarray, expected: tuple[int, ...], where: str, probabilities: tuple[int, ...] = ()
+) -> TypeError:
+    """The error for float (or other non-integer) labels where class indices of shape
+    ``expected`` belong (or probabilities of shape ``probabilities``, for a loss that
+    takes them): labels read from a CSV file or a pandas column are float64 holding
+    whole numbers, and the fix is one cast."""
+    what = f"{where} expects integer class indices of shape {expected}"
+    if probabilities:
+        what += f" (or probabilities of shape {probabilities})"
+    got = f"got {t.dtype} labels of shape {t.shape}"
+    if not (np.issubdtype(t.dtype, np.floating) and t.size == int(np.prod(expected))):
+        return TypeError(f"{what}, {got}")
+    if not (np.all(np.isfinite(t)) and np.all(t == np.round(t))):
+        return TypeError(f"{what}, {got}, not whole numbers: class labels are 0, 1, 2...")
+    if t.shape == expected:
+        cast = "y.astype(int)"
+    elif len(expected) == 1:
+        cast = "y.reshape(-1).astype(int)"
+    else:
+        cast = f"y.reshape{expected}.astype(int)"
+    return TypeError(
+        f"{what}, {got}: whole numbers stored as floats (as read from a CSV file or a "
+        f"pandas column); convert them with {cast}"
+    )
+
+
 def _class_targets(
     target: object, shape: tuple[int, ...], n_classes: int, ignore_index: int | None, where: str
 ) -> np.ndarray:
     t = np.asarray(target)
-    if not np.issubdtype(t.dtype, np.integer):
-        raise TypeError(f"{where} expects integer class indices, got dtype {t.dtype}")
     expected = (shape[0], *shape[2:])
+    if not np.issubdtype(t.dtype, np.integer):
+        raise _not_class_indices(t, expected, where)
     if t.shape != expected:
         raise ValueError(f"{where} expects targets of shape {expected}, got {t.shape}")
     t = t.reshape(-1)
@@ -138,6 +165,11 @@ class CrossEntropyLoss(Loss):
             denom = float(w_t.sum())
             self._cache = ("index", logp, rows, tk, w_t, w, input.shape, denom)
         else:
+            t = np.asarray(target)
+            indices = (input.shape[0], *input.shape[2:])
+            if t.shape != input.shape and t.size == int(np.prod(indices)):
+                # not probabilities but class labels in a float dtype (a CSV column)
+                raise _not_class_indices(t, indices, "CrossEntropyLoss", input.shape)
             p = _same_shape_target(target, input, "CrossEntropyLoss")
             p2 = p if p.ndim == 2 else np.moveaxis(p, 1, -1).reshape(-1, c)
             if (p2 < 0).any() or not np.allclose(p2.sum(axis=1), 1.0, atol=1e-3):

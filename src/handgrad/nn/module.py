@@ -126,7 +126,22 @@ class Module:
         self.backward(dout)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self.forward(x)
+        try:
+            return self.forward(x)
+        except TypeError as exc:
+            # The input policy: model(x) takes floats as they are; fit and predict are
+            # the functions that scale integer images (see handgrad.train).
+            if isinstance(x, np.ndarray) and (
+                np.issubdtype(x.dtype, np.integer) or x.dtype == np.bool_
+            ):
+                dtype = next((p.dtype for p in self.parameters()), np.dtype(np.float32))
+                raise TypeError(
+                    f"{exc}. {type(self).__name__}(x) takes floating-point input and "
+                    f"converts nothing: scale integer images yourself, "
+                    f"x.astype(np.{dtype}) / 255, or use handgrad.train.predict(model, x) "
+                    "(or predict_proba), which scales them to [0, 1]"
+                ) from exc
+            raise
 
     def _cached(self, cache: Any) -> Any:
         """Return ``cache`` or raise the error for a backward without a forward."""
