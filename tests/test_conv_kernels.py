@@ -493,6 +493,47 @@ def test_maxpool_nan_propagates_like_torch() -> None:
     assert np.isnan(out3).any()
 
 
+@pytest.mark.parametrize(
+    ("kernel", "stride", "padding"),
+    [((2, 2), (2, 2), (1, 1)), ((3, 3), (1, 1), (1, 1)), ((3, 2), (2, 1), (1, 0))],
+)
+def test_maxpool_all_minus_inf_windows_send_their_gradient_to_a_real_pixel(
+    kernel: Pair, stride: Pair, padding: Pair
+) -> None:
+    """A window whose real pixels are all -inf ties with its -inf padding; its gradient
+    used to go to the padding (and vanish). PyTorch gives it to the window's first
+    real pixel, and so do the fast kernel and the loop reference now."""
+    rng = np.random.default_rng(23)
+    x = np.where(rng.random((2, 2, 5, 6)) < 0.7, -np.inf, rng.standard_normal((2, 2, 5, 6)))
+    x[0, 0] = -np.inf  # one whole image of -inf: every window ties with its padding
+    fast_out, _ = maxpool2d_forward(x, kernel, stride, padding)
+    dout = rng.integers(1, 10, fast_out.shape).astype(np.float64)
+    out, dx = _fast_maxpool(x, dout, kernel, stride, padding)
+    torch_out, torch_dx = _torch_maxpool(x, dout, kernel, stride, padding)
+    np.testing.assert_array_equal(out, torch_out)
+    np.testing.assert_array_equal(dx, torch_dx)
+    np.testing.assert_array_equal(
+        dx, ref.maxpool2d_backward_naive(dout, x, kernel, stride, padding)
+    )
+    assert dx[0, 0].sum() == dout[0, 0].sum()  # nothing lost to the padding
+
+
+def test_maxpool_a_dilated_window_of_padding_only_loses_its_gradient() -> None:
+    """kernel 2, dilation 2, padding 1 on a 1-pixel-high image: the first window reads
+    the two padding rows and no image row. Its output is -inf and its gradient goes
+    nowhere, in the fast kernel and the reference alike (PyTorch's CPU kernel reads
+    out of bounds here, so it is not asked)."""
+    x = np.arange(4.0).reshape(1, 1, 1, 4)
+    geometry = ((2, 1), (1, 2), (1, 0), (2, 1))  # kernel, stride, padding, dilation
+    out, cache = maxpool2d_forward(x, *geometry)
+    assert cache is not None and np.all(out == -np.inf)
+    dx = maxpool2d_backward(np.ones(out.shape), cache)
+    np.testing.assert_array_equal(dx, np.zeros_like(x))
+    np.testing.assert_array_equal(
+        dx, ref.maxpool2d_backward_naive(np.ones(out.shape), x, *geometry)
+    )
+
+
 # -- NaN, batch chunks, threads ----------------------------------------------------------------
 
 

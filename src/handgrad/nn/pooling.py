@@ -134,6 +134,20 @@ def route_to_winners(d: np.ndarray, arg: np.ndarray, views: list[np.ndarray], ad
             view += np.where(hit, d, 0)
 
 
+def first_real_offsets(
+    in_hw: tuple[int, int], out_hw: Pair, kernel: Pair, stride: Pair, padding: Pair, dilation: Pair
+) -> np.ndarray:
+    """``(OH, OW)``: the row-major offset of each window's first pixel that is not padding
+    (0 for a dilated window that reads padding only)."""
+    # offset (ki, kj) of window (oi, oj) reads padded row oi*sh + ki*dh, column oj*sw + kj*dw
+    rows = np.arange(out_hw[0])[:, None] * stride[0] + np.arange(kernel[0]) * dilation[0]
+    cols = np.arange(out_hw[1])[:, None] * stride[1] + np.arange(kernel[1]) * dilation[1]
+    row_real = (rows >= padding[0]) & (rows < in_hw[0] + padding[0])  # (OH, KH)
+    col_real = (cols >= padding[1]) & (cols < in_hw[1] + padding[1])  # (OW, KW)
+    real = row_real[:, None, :, None] & col_real[None, :, None, :]  # (OH, OW, KH, KW)
+    return real.reshape(*out_hw, -1).argmax(axis=2)  # the first True
+
+
 def maxpool2d_forward(
     x: np.ndarray,
     kernel: Pair,
@@ -144,8 +158,8 @@ def maxpool2d_forward(
 ) -> tuple[np.ndarray, tuple[Any, ...] | None]:
     """Max over each window; the cache holds the winning offset of every window.
 
-    Among equal values the first offset in row-major window order wins (as in
-    PyTorch). NaN propagates to the output, as in PyTorch, and the window's
+    Among equal values the first offset in row-major window order wins, and a
+    padding pixel never does (as in PyTorch). NaN propagates to the output, as in PyTorch, and the window's
     gradient goes to its first NaN (PyTorch's CPU kernel picks the last one).
     Shape: ``(N, C, H, W) -> (N, C, OH, OW)``.
     """
@@ -164,6 +178,12 @@ def maxpool2d_forward(
     map_chunks(chunk, n)
     if arg is None:
         return to_nchw(out), None
+    if any(padding):
+        # A window whose real pixels are all -inf ties with its padding, and the first
+        # offset may be padding: its gradient would vanish. It goes to the window's
+        # first real pixel instead (as PyTorch). NaN windows keep their first NaN.
+        first = first_real_offsets(x.shape[2:], out_hw, kernel, stride, padding, dilation)
+        np.copyto(arg, first[None, :, :, None], where=out == -np.inf, casting="unsafe")
     padded_hw = (x.shape[2] + 2 * padding[0], x.shape[3] + 2 * padding[1])
     return to_nchw(out), (arg, padded_hw, kernel, stride, padding, dilation, out_hw)
 

@@ -173,19 +173,23 @@ def conv2d_backward_naive(
 # -- max pooling ---------------------------------------------------------------------
 
 
-def _first_max(window: np.ndarray) -> tuple[int, int]:
-    """``(i, j)`` of the first maximum of a ``(KH, KW)`` window in row-major order.
+def _first_max(window: np.ndarray, real: np.ndarray) -> tuple[int, int]:
+    """``(i, j)`` of the first maximum of a ``(KH, KW)`` window in row-major order,
+    among the real pixels (``real``, a ``(KH, KW)`` bool mask; padding is never chosen).
 
-    A NaN counts as the maximum (the first NaN wins), so a NaN in the input
-    reaches the output instead of being silently skipped.
+    The search starts at the first real pixel, so a window whose real pixels are
+    all ``-inf`` still picks a real one (as PyTorch). A NaN counts as the maximum
+    (the first NaN wins), so a NaN in the input reaches the output instead of
+    being silently skipped.
     """
-    best = (0, 0)
-    for i in range(window.shape[0]):
-        for j in range(window.shape[1]):
-            v, m = window[i, j], window[best]
-            # strictly greater: an equal value later in the window never takes over
-            if v > m or (np.isnan(v) and not np.isnan(m)):
-                best = (i, j)
+    cells = [(i, j) for i in range(window.shape[0]) for j in range(window.shape[1])]
+    cells = [cell for cell in cells if real[cell]] or [(0, 0)]  # a dilated window may
+    best = cells[0]  # read padding only: then its output is -inf and its gradient lost
+    for cell in cells[1:]:
+        v, m = window[cell], window[best]
+        # strictly greater: an equal value later in the window never takes over
+        if v > m or (np.isnan(v) and not np.isnan(m)):
+            best = cell
     return best
 
 
@@ -196,7 +200,7 @@ def maxpool2d_forward_naive(
     padding: Pair = (0, 0),
     dilation: Pair = (1, 1),
 ) -> np.ndarray:
-    """Max over each window; padding counts as ``-inf`` so it never wins over a real pixel.
+    """Max over each window's real pixels; the ``-inf`` padding is never chosen.
 
     Parameters
     ----------
@@ -215,6 +219,7 @@ def maxpool2d_forward_naive(
     ow = _out_size(wd, kernel[1], stride[1], 2 * padding[1], dilation[1])
     pads = (padding[0], padding[0], padding[1], padding[1])
     xp = _pad(x, pads, value=-np.inf)  # (N, C, Hp, Wp)
+    real = _pad(np.ones((1, 1, h, wd), bool), pads, value=False)[0, 0]  # (Hp, Wp)
     out = np.empty((n, c, oh, ow), dtype=x.dtype)  # (N, C, OH, OW)
     for i in range(n):
         for ch in range(c):
@@ -222,7 +227,7 @@ def maxpool2d_forward_naive(
                 for xx in range(ow):
                     rows, cols = _window(y, xx, kernel, stride, dilation)
                     window = xp[i, ch, rows, cols]  # (KH, KW)
-                    out[i, ch, y, xx] = window[_first_max(window)]
+                    out[i, ch, y, xx] = window[_first_max(window, real[rows, cols])]
     return out
 
 
@@ -238,7 +243,8 @@ def maxpool2d_backward_naive(
 
     Only the winning pixel affected the output, so it alone gets
     ``dout[n, c, y, x]``; on ties that is the first maximum in row-major order,
-    as in the forward (PyTorch's rule), never a share among the equal pixels.
+    as in the forward (PyTorch's rule), never a share among the equal pixels,
+    and never a padding pixel.
 
     Shape
     -----
@@ -247,13 +253,14 @@ def maxpool2d_backward_naive(
     n, c, oh, ow = dout.shape
     pads = (padding[0], padding[0], padding[1], padding[1])
     xp = _pad(x, pads, value=-np.inf)  # (N, C, Hp, Wp)
+    real = _pad(np.ones((1, 1, *x.shape[2:]), bool), pads, value=False)[0, 0]  # (Hp, Wp)
     dxp = np.zeros(xp.shape, dtype=dout.dtype)  # (N, C, Hp, Wp)
     for i in range(n):
         for ch in range(c):
             for y in range(oh):
                 for xx in range(ow):
                     rows, cols = _window(y, xx, kernel, stride, dilation)
-                    ki, kj = _first_max(xp[i, ch, rows, cols])
+                    ki, kj = _first_max(xp[i, ch, rows, cols], real[rows, cols])
                     # back from window offset (ki, kj) to the padded pixel it read
                     py = rows.start + ki * dilation[0]
                     px = cols.start + kj * dilation[1]
