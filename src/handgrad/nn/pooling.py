@@ -159,8 +159,9 @@ def maxpool2d_forward(
     """Max over each window; the cache holds the winning offset of every window.
 
     Among equal values the first offset in row-major window order wins, and a
-    padding pixel never does (as in PyTorch). NaN propagates to the output, as in PyTorch, and the window's
-    gradient goes to its first NaN (PyTorch's CPU kernel picks the last one).
+    padding pixel never does (as in PyTorch). NaN propagates to the output, as in
+    PyTorch, and the window's gradient goes to its first NaN (PyTorch's CPU kernel
+    picks the last one).
     Shape: ``(N, C, H, W) -> (N, C, OH, OW)``.
     """
     out_hw = pool_geometry(x.shape[2:], kernel, stride, padding, dilation, "maxpool2d_forward")
