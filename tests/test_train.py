@@ -327,3 +327,59 @@ def test_bad_data_is_named() -> None:
     x_nan[3, 1] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         fit(model, CrossEntropyLoss(), opt, (x_nan, y))
+
+
+def _held_arrays(model: Sequential, loss: CrossEntropyLoss) -> int:
+    """Bytes of ndarrays the modules (fused ones too) and the loss keep beyond weights."""
+    from handgrad.nn.module import _CACHE_ATTRIBUTES
+
+    def arrays(value: object) -> int:
+        if isinstance(value, np.ndarray):
+            return value.nbytes
+        if isinstance(value, (tuple, list)):
+            return sum(arrays(v) for v in value)
+        if isinstance(value, dict):
+            return sum(arrays(v) for v in value.values())
+        return 0
+
+    held = arrays(loss.__dict__.get("_cache"))
+    for module in model.modules():
+        for m in (module, *(module.__dict__.get("_fused") or {}).values()):
+            held += sum(arrays(m.__dict__.get(name)) for name in (*_CACHE_ATTRIBUTES, "_scratch"))
+    return held
+
+
+def test_fit_predict_and_evaluate_leave_no_batch_caches_behind() -> None:
+    """A forward keeps one batch's activations for backward, in eval mode too; fit,
+    predict and evaluate used to leave the last batch's behind in every layer (and
+    the fused conv-pool scratch buffers). Now a finished call holds weights only."""
+    from handgrad.nn import Conv2d, Dropout, Flatten, MaxPool2d, ReLU
+
+    rng = np.random.default_rng(0)
+    x = rng.random((64, 1, 8, 8)).astype(np.float32)
+    y = rng.integers(0, 3, 64)
+    model = Sequential(
+        Conv2d(1, 4, 3, rng=0), ReLU(), MaxPool2d(2), Flatten(), Dropout(0.2, rng=1),
+        Linear(36, 3, rng=2),
+    )  # fmt: skip
+    loss = CrossEntropyLoss()
+    model(x[:8])
+    loss(model(x[:8]), y[:8])
+    assert _held_arrays(model, loss) > 0
+    fit(model, loss, SGD(model.parameters(), lr=0.1), (x, y), (x, y), epochs=1, rng=0)
+    assert _held_arrays(model, loss) == 0
+    model.train()
+    model(x)
+    assert _held_arrays(model, loss) > 0
+    predict(model, x)
+    assert _held_arrays(model, loss) == 0
+    loss(model(x), y)
+    evaluate(model, loss, x, y)
+    assert _held_arrays(model, loss) == 0
+    # a backward now is the error of a backward without a forward, not stale gradients
+    with pytest.raises(RuntimeError, match="before forward"):
+        model.backward(np.ones((64, 3), np.float32))
+    # and the model still trains and predicts the same as before the clearing
+    before = predict(model, x)
+    model.clear_cache()
+    assert np.array_equal(predict(model, x), before)

@@ -412,6 +412,8 @@ def fit(
     for cb in callbacks:
         cb.on_train_end()
     model.eval()
+    model.clear_cache()  # the last batch's activations: a trained model holds its weights
+    loss.clear_cache()
     if history.stop_reason and history.stop_reason.startswith("non-finite"):
         warnings.warn(history.stop_reason, RuntimeWarning, stacklevel=2)
     return history
@@ -435,6 +437,7 @@ def predict_scores(
         outs = [model.forward(prep(x[s])) for s in _batches(x, batch_size)]
     finally:
         model.train(was_training)
+        model.clear_cache()  # the last batch's activations are not the caller's to hold
     return np.concatenate(outs, axis=0)
 
 
@@ -479,6 +482,8 @@ def evaluate(
                 counted += len(yb)
     finally:
         model.train(was_training)
+        model.clear_cache()
+        loss.clear_cache()
     result = {"loss": total / len(x) if loss.reduction == "mean" else total}
     if counted:
         result["accuracy"] = correct / counted

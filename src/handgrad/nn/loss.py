@@ -40,6 +40,10 @@ class Loss:
         """Return ``d(dloss * loss) / d input``, same shape and dtype as the input."""
         raise NotImplementedError(f"{type(self).__name__} does not implement backward")
 
+    def clear_cache(self) -> None:
+        """Drop what the last forward kept for :meth:`backward` (see ``Module.clear_cache``)."""
+        self._cache = None
+
     def _cached(self) -> Any:
         if self._cache is None:
             raise RuntimeError(

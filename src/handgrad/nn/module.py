@@ -34,6 +34,10 @@ def _refuse_hidden_parameters(owner: Any, name: str, value: Any) -> None:
     )
 
 
+# Attributes in which a forward keeps what its backward needs (see Module.clear_cache).
+_CACHE_ATTRIBUTES = ("_cache", "_mask", "_shape", "_in_shape", "_out_shape", "_in_hw", "_ran")
+
+
 class Module:
     """Base class of every layer, activation and network.
 
@@ -142,6 +146,26 @@ class Module:
                     "(or predict_proba), which scales them to [0, 1]"
                 ) from exc
             raise
+
+    def clear_cache(self) -> Module:
+        """Drop what the last forward kept for :meth:`backward`, in every submodule.
+
+        A forward keeps its inputs or intermediate arrays (one batch's worth of
+        activations) until the next forward, in evaluation mode too, so that a
+        gradient check can run backward on an eval-mode model. :func:`~handgrad.train.fit`,
+        :func:`~handgrad.train.predict` and :func:`~handgrad.train.evaluate` call this when
+        they finish, so a trained or evaluated model holds its weights and nothing
+        else. A backward after it raises the error of a backward without a forward.
+        """
+        for module in self.modules():
+            fused = module.__dict__.get("_fused") or {}
+            for m in (module, *fused.values()):
+                for name in _CACHE_ATTRIBUTES:
+                    if m.__dict__.get(name) is not None:
+                        object.__setattr__(m, name, None)
+                if m.__dict__.get("_scratch"):
+                    object.__setattr__(m, "_scratch", {})
+        return self
 
     def _cached(self, cache: Any) -> Any:
         """Return ``cache`` or raise the error for a backward without a forward."""
