@@ -29,8 +29,10 @@ def on_train_batch_end(self, batch, logs):
     done += 1
     if done == at:
         os.kill(os.getpid(), sig)
+        if len(sys.argv) > 3 and sys.argv[3] == "twice":
+            os.kill(os.getpid(), sig)
 ProgressBar.on_train_batch_end = on_train_batch_end
-sys.exit(main(sys.argv[3:]))
+sys.exit(main([a for a in sys.argv[3:] if a != "twice"]))
 """
 STEPS = 22  # steps an epoch: 2,700 training images of small_mnist, batch 128
 
@@ -79,6 +81,10 @@ def test_a_signalled_run_resumes_bit_for_bit(
     assert not out.exists()  # an interrupted run is not a trained model
     state = load_checkpoint(ckpt)
     assert (state.epoch, state.step) == divmod(at, STEPS)
+    where = f"after {state.epoch} epoch(s)" + (
+        f" and {state.step} step(s) of the next:" if state.step else ":"
+    )
+    assert where in stopped.stderr
 
     resumed = _python("-m", "handgrad", *command.split()[1:])
     assert resumed.returncode == 0, resumed.stderr
@@ -100,6 +106,22 @@ def test_without_checkpoint_option_an_interrupt_still_keeps_one(
     assert load_checkpoint(tmp_path / "m-checkpoint.npz").step == 5
 
 
+def test_a_second_signal_stops_at_once_and_keeps_the_last_epochs_checkpoint(
+    small_mnist: Path, tmp_path: Path
+) -> None:
+    """The second Ctrl-C does not wait for the step: the run stops mid-step, and the
+    checkpoint written at the last epoch's end is left whole and named."""
+    out, ckpt = tmp_path / "m.npz", tmp_path / "c.npz"
+    argv = [*_options(small_mnist), "--output", str(out), "--checkpoint", str(ckpt)]
+    stopped = _python("-c", SIGNALLER, "SIGINT", str(STEPS + 9), "twice", "train", *argv)
+    assert stopped.returncode == 130, stopped.stderr
+    assert "Traceback" not in stopped.stderr
+    assert "SIGINT twice: stopped at once; the checkpoint of epoch 1, " in stopped.stderr
+    assert f"resume with: handgrad train --resume {ckpt}" in stopped.stderr
+    assert (load_checkpoint(ckpt).epoch, load_checkpoint(ckpt).step) == (1, 0)
+    assert not out.exists()
+
+
 def test_resume_refuses_other_settings_and_other_data(
     small_mnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -108,7 +130,7 @@ def test_resume_refuses_other_settings_and_other_data(
     assert main([*argv, "--output", str(tmp_path / "m.npz")]) == 0
     capsys.readouterr()
     assert main(["train", "--resume", str(ckpt), "--lr", "0.1", "--no-save"]) == 2
-    assert "--lr 0.1 differs from the checkpoint's" in capsys.readouterr().err
+    assert "--lr 0.1 differs from the checkpoint's (the default)" in capsys.readouterr().err
     assert main(["train", "--resume", str(tmp_path / "m.npz"), "--no-save"]) == 2
     assert "not a training checkpoint" in capsys.readouterr().err
 

@@ -276,8 +276,9 @@ def apply_checkpoint_settings(args: argparse.Namespace, settings: dict[str, Any]
         given = getattr(args, key)
         if given is not None and given != getattr(defaults, key) and _plain(given) != saved[key]:
             flag = "--" + key.replace("_", "-")
+            theirs = "the default" if saved[key] is None else saved[key]
             raise CommandError(
-                f"{flag} {_plain(given)} differs from the checkpoint's ({saved[key]}): a "
+                f"{flag} {_plain(given)} differs from the checkpoint's ({theirs}): a "
                 f"resumed run keeps its settings (start a new run to change {flag})"
             )
         value = saved[key]
@@ -635,17 +636,34 @@ def cmd_train(args: argparse.Namespace) -> int:
     make_checkpoint = lambda scheduler: TrainingCheckpoint(  # noqa: E731
         checkpoint, scheduler, settings, every_epoch=args.checkpoint is not None
     )
-    with stopper:
-        model, history = _train(
-            args, rng, train, val, (lambda _: stopper.callback, make_checkpoint), state
-        )
+    try:
+        with stopper:
+            model, history = _train(
+                args, rng, train, val, (lambda _: stopper.callback, make_checkpoint), state
+            )
+    except KeyboardInterrupt:
+        if stopper.signum is None:  # not one of ours (no handler: not the main thread)
+            raise
+        # asked twice: stopped at once, mid-step; only an epoch's checkpoint is whole
+        name = signal.Signals(stopper.signum).name
+        kept = "nothing was saved"
+        if args.checkpoint is not None and args.checkpoint.exists():
+            done = load_checkpoint(args.checkpoint)
+            kept = (
+                f"the checkpoint of epoch {done.epoch}, {checkpoint}, is kept; resume with: "
+                f"{_resume_command(args, checkpoint)}"
+            )
+        print(f"handgrad train: {name} twice: stopped at once; {kept}", file=sys.stderr)
+        return 128 + stopper.signum
     del train, val
     if stopper.signum is not None and interrupted(history):
-        n = history.epochs
+        done = load_checkpoint(checkpoint)
+        where = f"{done.epoch} epoch(s)" + (
+            f" and {done.step} step(s) of the next" if done.step > 0 else ""
+        )
         print(
-            f"handgrad train: {history.stop_reason} after {n} epoch(s) and part of the "
-            f"next: checkpoint saved to {checkpoint}\nresume with: "
-            f"{_resume_command(args, checkpoint)}",
+            f"handgrad train: {history.stop_reason} after {where}: checkpoint saved to "
+            f"{checkpoint}\nresume with: {_resume_command(args, checkpoint)}",
             file=sys.stderr,
             flush=True,
         )
