@@ -4,6 +4,7 @@ for bit as an uninterrupted run's; failed runs and failed saves lose nothing."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import pytest
 import handgrad
 from handgrad.checkpoint import load_checkpoint
 from handgrad.cli import main
+from handgrad.data.idx import read_idx, write_idx
 
 # Runs the command line in a child that sends itself SIGNAL after its STEP-th training
 # step (counted over the run), from inside training, as a user's Ctrl-C would land.
@@ -133,6 +135,19 @@ def test_resume_refuses_other_settings_and_other_data(
     assert "--lr 0.1 differs from the checkpoint's (the default)" in capsys.readouterr().err
     assert main(["train", "--resume", str(tmp_path / "m.npz"), "--no-save"]) == 2
     assert "not a training checkpoint" in capsys.readouterr().err
+    # the same --data-dir whose files changed since: refused, not trained on
+    data = tmp_path / "data"
+    shutil.copytree(small_mnist, data)
+    argv = ["train", *_options(data), "--epochs", "1", "--checkpoint", str(ckpt), "--no-save"]
+    assert main(argv) == 0
+    labels = data / "t10k-labels-idx1-ubyte"  # the test set is not fingerprinted ...
+    labels.write_bytes(labels.read_bytes())
+    assert main(["train", "--resume", str(ckpt), "--no-save"]) == 0
+    images = data / "train-images-idx3-ubyte.gz"  # ... the training set is
+    write_idx(images, read_idx(images)[::-1].copy())
+    capsys.readouterr()
+    assert main(["train", "--resume", str(ckpt), "--no-save"]) == 2
+    assert f"{ckpt}: the training data differ from the run's" in capsys.readouterr().err
 
 
 def test_a_failed_run_exits_1_and_keeps_the_good_model(
