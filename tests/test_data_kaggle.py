@@ -204,7 +204,7 @@ def test_binary_file_is_refused_at_line_1(tmp_path: Path) -> None:
         load_kaggle_csv(tmp_path / "image.csv")
 
 
-@pytest.mark.parametrize("damage", ["cut", "flip", "crc", "header", "trailing"])
+@pytest.mark.parametrize("damage", ["cut", "flip", "crc", "header", "deflate", "trailing"])
 def test_damaged_gzip_is_a_data_error(tmp_path: Path, train_rows: np.ndarray, damage: str) -> None:
     # EOFError, zlib.error and gzip.BadGzipFile escaped as they were.
     blob = bytearray(gzip.compress(_train_bytes(train_rows)))
@@ -216,6 +216,8 @@ def test_damaged_gzip_is_a_data_error(tmp_path: Path, train_rows: np.ndarray, da
         blob[-8] ^= 0xFF
     elif damage == "header":
         blob[2] = 7  # compression method 7: unknown
+    elif damage == "deflate":
+        blob[10] ^= 0xFF  # the first byte of the deflate stream: zlib.error
     else:
         blob += b"garbage after the stream"
     path = tmp_path / "train.csv.gz"

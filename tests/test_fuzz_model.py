@@ -5,6 +5,7 @@ which tracemalloc (it sees NumPy's allocations) measures."""
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import struct
@@ -284,6 +285,31 @@ def _duplicate_member(tmp_path: Path) -> Path:
     return path
 
 
+def _bool_weights(tmp_path: Path) -> Path:  # 63 KB that built an 8000x8000 float128 (4 GB)
+    members = {"__handgrad__.npy": header_member(header(linear(3000, 3000)))}
+    members["state/weight.npy"] = npy("|b1", (3000, 3000), bytes(9_000_000))
+    members["state/bias.npy"] = npy("<f4", (3000,), bytes(12_000))
+    return write_members(tmp_path / "m.npz", members, zipfile.ZIP_DEFLATED)
+
+
+def _float128_layer(tmp_path: Path) -> Path:
+    arch = {"class": LINEAR, "args": [2, 2], "kwargs": {"dtype": {"__dtype__": "float128"}}}
+    return write(tmp_path / "m.npz", header(arch), **small_state())
+
+
+def _inflated_header(tmp_path: Path) -> Path:  # 131 KB whose header parsed into 843 MB
+    text = json.dumps(header(linear(2, 2), metadata={"pad": " " * (3 << 20)}))
+    members = {"__handgrad__.npy": npy(f"<U{len(text)}", (), text.encode("utf-32-le"))}
+    members.update({k + ".npy": _npy_of(v) for k, v in small_state().items()})
+    return write_members(tmp_path / "m.npz", members, zipfile.ZIP_DEFLATED)
+
+
+def _npy_of(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
 FORGERIES: dict[str, tuple[Callable[[Path], Path], str]] = {
     "Linear(20000, 20000)": (
         _huge_linear,
@@ -340,6 +366,17 @@ FORGERIES: dict[str, tuple[Callable[[Path], Path], str]] = {
         r"its arrays declare 2,147,4\d\d,\d\d\d bytes unpacked, from a file of \d+ bytes: "
         r"refusing to decompress them",
     ),
+    "bool weights for a float layer": (
+        _bool_weights,
+        r"this Linear needs a 'weight' of shape \(3000, 3000\) \(9,000,000 numbers\), and "
+        r"the file stores no float array of that shape",
+    ),
+    "float128 layer": (_float128_layer, r"dtype float128 is not one handgrad computes in"),
+    "header inflating past the file": (
+        _inflated_header,
+        r"the header declares 3,14\d,\d\d\d characters, more than a file of [\d,]+ bytes "
+        r"holds uncompressed: refusing to inflate it",
+    ),
     "junk member": (_junk_member, r"unexpected array\(s\) 'junk'"),
     "duplicate member": (_duplicate_member, r"member 'state/weight\.npy' appears twice"),
 }
@@ -347,7 +384,7 @@ FORGERIES: dict[str, tuple[Callable[[Path], Path], str]] = {
 
 # Found wrong only when the architecture is built (load, read_file).
 BUILT_ONLY = {case for case, (_, message) in FORGERIES.items() if "needs a" in message}
-BUILT_ONLY.add("10,001 modules")
+BUILT_ONLY |= {"10,001 modules", "float128 layer"}
 
 
 @pytest.mark.parametrize("case", FORGERIES)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import math
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -57,6 +58,8 @@ _PREFIXES = (STATE_PREFIX, EXTRA_PREFIX)
 # -- limits on what a file may ask of the loader (and handgrad._npz's on the archive) ----
 # The header is one unicode string (4 bytes a character in the .npy).
 MAX_HEADER_CHARS = 1 << 24
+# A compressed header may inflate to this many bytes (1 Mi characters) whatever the file's size.
+HEADER_FLOOR_BYTES = 4 << 20
 # Nesting of the header's JSON (each nested module takes three levels).
 MAX_JSON_DEPTH = 100
 # Modules in one architecture.
@@ -143,7 +146,11 @@ def _decode(value: Any, where: str, allowed: dict[str, type[Module]], ctx: _Buil
     if keys == {"__module__"}:
         return _build(value["__module__"], where, allowed, ctx)
     if keys == {"__dtype__"} and isinstance(value["__dtype__"], str):
-        return _plain_dtype(value["__dtype__"], where).type
+        # a layer's dtype: a float handgrad computes in (float128 would take 16 bytes a weight)
+        dt = _plain_dtype(value["__dtype__"], where, kinds="f")
+        if dt.itemsize > 8:
+            raise ModelFileError(f"{where}: dtype {dt} is not one handgrad computes in")
+        return dt.type
     if keys == {"__tuple__"} and isinstance(value["__tuple__"], list):
         return tuple(
             _decode(v, f"{where}[{i}]", allowed, ctx) for i, v in enumerate(value["__tuple__"])
@@ -550,6 +557,14 @@ class _ModelFile:
                 f"{file}: the header declares {member.dtype.itemsize // 4:,} characters, more "
                 f"than the {MAX_HEADER_CHARS:,} a model file's header may have"
             )
+        # handgrad stores the header uncompressed (4 bytes a character): a longer one
+        # is a deflate bomb, whose parse would take memory out of proportion to the file
+        size = file.stat().st_size
+        if member.dtype.itemsize > max(size, HEADER_FLOOR_BYTES):
+            raise ModelFileError(
+                f"{file}: the header declares {member.dtype.itemsize // 4:,} characters, "
+                f"more than a file of {size:,} bytes holds uncompressed: refusing to inflate it"
+            )
         return self._parse_header(str(npz.read(HEADER_KEY)[()]))
 
     def _parse_header(self, text: str) -> dict[str, Any]:
@@ -700,17 +715,21 @@ def _build_for(mf: _ModelFile, custom_objects: CustomObjects | None) -> Module:
         plan = _BuildContext(dry=True)
         _build(config, "architecture", allowed, plan)
         stored = mf.shapes(STATE_PREFIX)
-        available = Counter(stored.values())
+        # a layer's weights are stored as floats: a bool or int8 array of the right shape
+        # would let a small file make the layer allocate 8 bytes for each of its bytes
+        floats = {k for k in stored if mf.members[STATE_PREFIX + k].dtype.kind == "f"}
+        available = Counter(
+            (shape, k in floats or math.prod(shape) <= 1) for k, shape in stored.items()
+        )
         for where, cls_name, name, shape in plan.planned:
-            if available[shape] > 0:
-                available[shape] -= 1
+            if available[(shape, True)] > 0:
+                available[(shape, True)] -= 1
                 continue
-            numbers = 1
-            for n in shape:
-                numbers *= n
+            numbers = math.prod(shape)
+            what = "float array" if available[(shape, False)] else "array"
             raise ModelFileError(
                 f"{where}: this {cls_name} needs a {name!r} of shape {shape} ({numbers:,} "
-                "numbers), and the file stores no array of that shape: refusing to build it"
+                f"numbers), and the file stores no {what} of that shape: refusing to build it"
             )
         budget = sum(mf.members[STATE_PREFIX + k].size for k in stored)
         model = _build(config, "architecture", allowed, _BuildContext(dry=False, budget=budget))
@@ -728,6 +747,14 @@ def load_state(module: Module, path: str | os.PathLike[str]) -> Module:
     non-finite ones, as :func:`load` does.
     """
     with _open(path) as mf:
+        # shapes first, from the headers: a file's arrays are read only when they fit
+        stored, wanted = mf.shapes(STATE_PREFIX), module.state_dict()
+        for key, shape in stored.items():
+            if key in wanted and tuple(np.shape(wanted[key])) != shape:
+                raise ModelFileError(
+                    f"{mf.file}: saved weights do not fit this architecture: {key!r} has "
+                    f"shape {shape} in the file, {tuple(np.shape(wanted[key]))} in the model"
+                )
         _load_into(module, mf.arrays(STATE_PREFIX), mf.file)
     return module
 
