@@ -212,16 +212,18 @@ def test_a_batch_larger_than_the_training_set_is_named(
     small_mnist: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     argv = ["train", "--data-dir", str(small_mnist), "--epochs", "1", "--no-save", "--quiet"]
-    # (one step ends near chance: how the run then ends is the divergence checks' business)
-    main([*argv, "--batch-size", "100000000"])
+    # one step an epoch ends near chance: the failure names the batch size, not the rate
+    assert main([*argv, "--batch-size", "100000000"]) == 1
     err = capsys.readouterr().err
+    assert "--batch-size 100,000,000 makes every epoch a single step" in err
+    assert "learning rate" not in err
     assert err.splitlines()[0] == (
         "handgrad train: warning: --batch-size 100,000,000 is larger than the 2,700 training "
         "samples: every epoch is a single step on all 2,700 of them, so training learns "
         "little per epoch (use at most 2,700; 32 to 512 is usual)"
     )
     main([*argv, "--batch-size", "2700"])
-    assert "--batch-size" not in capsys.readouterr().err
+    assert "is larger than" not in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -229,6 +231,7 @@ def test_a_batch_larger_than_the_training_set_is_named(
     [
         ["train", "--output", "{missing}/sub/model.npz"],
         ["train", "--no-save", "--plots", "{missing}/plots"],
+        ["train", "--checkpoint", "{missing}/run.npz", "--output", "{missing}/../m.npz"],
         ["kaggle", "{csv}", "{csv}", "--submission", "{missing}/submission.csv"],
         ["kaggle", "{csv}", "{csv}", "--output", "{missing}/sub/m.npz"],
         ["explain", "--tiny", "--plot", "{missing}/layers.png"],

@@ -341,23 +341,30 @@ def interrupted(history: Any) -> bool:
     return bool(history.stop_reason) and history.stop_reason.startswith("interrupted")
 
 
-def failure(history: Any, test_accuracy: float, test_size: int, num_classes: int) -> str | None:
+def failure(
+    history: Any,
+    test_accuracy: float,
+    test_size: int,
+    num_classes: int,
+    cause: str = "the learning rate is likely far too high",
+) -> str | None:
     """Why a finished run is no good, or None: its loss became non-finite, it ends
     no better than chance (judged on at least 10 test samples a class), or its loss
-    ended far above where every run starts (the uniform guess, ln C)."""
+    ended far above where every run starts (the uniform guess, ln C). ``cause``: the
+    likely reason, said after the finding."""
     if diverged(history):
         return str(history.stop_reason)
     chance = 1.0 / max(num_classes, 2)
     if test_size >= 10 * num_classes and test_accuracy <= 1.5 * chance:
         return (
             f"test accuracy {test_accuracy:.2%} is chance level (1 in {num_classes}: "
-            f"{chance:.0%}); the learning rate is likely far too high"
+            f"{chance:.0%}); {cause}"
         )
     last = history.history.get("loss", [math.nan])[-1]
     if last > 2 * math.log(max(num_classes, 2)):
         return (
             f"the training loss ended at {last:.4g}, far above the {math.log(num_classes):.3f} "
-            "of a uniform guess where training starts; the learning rate is likely too high"
+            f"of a uniform guess where training starts; {cause}"
         )
     return None
 
@@ -655,6 +662,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             )
         print(f"handgrad train: {name} twice: stopped at once; {kept}", file=sys.stderr)
         return 128 + stopper.signum
+    n_train = len(train[1])
     del train, val
     if stopper.signum is not None and interrupted(history):
         done = load_checkpoint(checkpoint)
@@ -675,7 +683,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         y_pred = predict(model, x_test, batch_size=eval_batch(model))
     test_acc = float(np.mean(y_pred == y_test))
     num_classes = output_classes(model) or int(y_test.max()) + 1
-    failed = failure(history, test_acc, len(y_test), num_classes)
+    cause = "the learning rate is likely far too high"
+    if args.batch_size >= n_train:
+        cause = f"--batch-size {args.batch_size:,} makes every epoch a single step"
+    failed = failure(history, test_acc, len(y_test), num_classes, cause)
     if failed is not None:
         if not diverged(history):  # diverged runs have said so already
             print(f"handgrad train: training failed: {failed}", file=sys.stderr, flush=True)
