@@ -43,3 +43,15 @@ def small_mnist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_idx(out / "t10k-images-idx3-ubyte", d.x_test[:500])  # uncompressed works too
     write_idx(out / "t10k-labels-idx1-ubyte", d.y_test[:500].astype(np.uint8))
     return out
+
+
+@pytest.fixture(autouse=True)
+def _thread_choices_stay_in_their_test() -> Iterator[None]:
+    """``handgrad.set_blas_threads`` / ``set_num_threads`` mark the counts as the user's
+    choice, which ``fit`` and the command line then keep: one test's call must not
+    change the defaults another test sees."""
+    from handgrad import _threads
+
+    before = dict(_threads._chosen)
+    yield
+    _threads._chosen.update(before)

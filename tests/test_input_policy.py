@@ -325,17 +325,11 @@ def test_the_extras_match_pyproject() -> None:
 
 def _weights_after_training(blas_threads: int, threads: int, conv: bool = False) -> np.ndarray:
     x, y = load_mnist().x_train[:600], load_mnist().y_train[:600]
-    before = (handgrad.get_blas_threads(), handgrad.get_num_threads())
-    handgrad.set_blas_threads(blas_threads)
-    handgrad.set_num_threads(threads)
-    try:
-        rng = np.random.default_rng(7)
-        model = build_lenet((28, 28), 10, rng=rng) if conv else build_mlp(784, [64], 10, rng=rng)
+    rng = np.random.default_rng(7)
+    model = build_lenet((28, 28), 10, rng=rng) if conv else build_mlp(784, [64], 10, rng=rng)
+    # handgrad.threads, not the setters: those would keep the counts as the user's choice
+    with handgrad.threads(threads if conv else blas_threads, model):
         fit(model, CrossEntropyLoss(), Adam(model.parameters()), (x, y), epochs=1, rng=rng)
-    finally:
-        if before[0] is not None:
-            handgrad.set_blas_threads(before[0])
-        handgrad.set_num_threads(before[1])
     return np.concatenate([p.data.ravel() for p in model.parameters()])
 
 
@@ -356,6 +350,7 @@ def test_handgrad_threads_do_not_change_a_bit_of_a_cnn() -> None:
 
 def test_readme_input_policy_example_runs() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme.split("### What fit and predict take", 1)[1].split("\n## ", 1)[0]
+    section = readme.split("### What fit and predict take", 1)[1]
+    section = re.split(r"\n##+ ", section, maxsplit=1)[0]  # up to the next heading
     (code,) = re.findall(r"^```python\n(.*?)^```$", section, re.MULTILINE | re.DOTALL)
     exec(compile(code, str(ROOT / "README.md"), "exec"), {})

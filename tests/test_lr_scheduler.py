@@ -128,3 +128,98 @@ def test_bad_arguments_are_named() -> None:
         lr_scheduler.OneCycleLR(opt, max_lr=0.1)
     with pytest.raises(ValueError, match="milestones"):
         lr_scheduler.SequentialLR(opt, [lr_scheduler.StepLR(opt, 3)], milestones=[2])
+
+
+# -- ReduceLROnPlateau ---------------------------------------------------------------
+
+# A metric that improves, stalls, wobbles inside the threshold, and improves again.
+PLATEAU_METRICS = [
+    1.0, 0.8, 0.7, 0.7, 0.69995, 0.71, 0.7, 0.7, 0.65, 0.65, 0.66, 0.651, 0.65, 0.6,
+    0.6, 0.6, 0.6, 0.6, 0.6, 0.59999, 0.62, 0.61, 0.6, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5,
+]  # fmt: skip
+
+PLATEAU_CASES: list[tuple[str, dict[str, Any], int]] = [
+    ("defaults-patience-2", {"patience": 2}, 1),
+    (
+        "max-abs-cooldown",
+        {
+            "mode": "max",
+            "threshold_mode": "abs",
+            "threshold": 0.01,
+            "patience": 1,
+            "cooldown": 2,
+            "factor": 0.5,
+        },
+        1,
+    ),
+    ("min-lr-floor", {"patience": 0, "factor": 0.3, "min_lr": 0.004}, 1),
+    ("eps-skips-small-cuts", {"patience": 0, "factor": 0.9, "eps": 0.005}, 1),
+    ("per-group-min-lr", {"patience": 1, "factor": 0.5, "min_lr": [0.01, 0.001]}, 2),
+]
+
+
+def _grouped(groups: int) -> tuple[Any, Any]:
+    ours = [Linear(3, 2, rng=0).weight, Linear(3, 2, rng=1).weight]
+    theirs = [torch.nn.Parameter(torch.zeros(2, 3)), torch.nn.Parameter(torch.zeros(2, 3))]
+    if groups == 1:
+        return SGD(ours, lr=0.1), torch.optim.SGD(theirs, lr=0.1)
+    return (
+        SGD([{"params": [ours[0]]}, {"params": [ours[1]], "lr": 0.05}], lr=0.1),
+        torch.optim.SGD([{"params": [theirs[0]]}, {"params": [theirs[1]], "lr": 0.05}], lr=0.1),
+    )
+
+
+@pytest.mark.parametrize(("kwargs", "groups"), [c[1:] for c in PLATEAU_CASES],
+                         ids=[c[0] for c in PLATEAU_CASES])  # fmt: skip
+def test_reduce_on_plateau_matches_torch(kwargs: dict[str, Any], groups: int) -> None:
+    ours_opt, torch_opt = _grouped(groups)
+    ours = lr_scheduler.ReduceLROnPlateau(ours_opt, **kwargs)
+    theirs = torch.optim.lr_scheduler.ReduceLROnPlateau(torch_opt, **kwargs)
+    metrics = PLATEAU_METRICS if kwargs.get("mode") != "max" else [-m for m in PLATEAU_METRICS]
+    lrs = []
+    for i, metric in enumerate(metrics):
+        ours.step(metric)
+        theirs.step(metric)
+        assert ours.get_last_lr() == theirs.get_last_lr(), f"epoch {i + 1}"
+        assert [g["lr"] for g in ours_opt.param_groups] == [g["lr"] for g in torch_opt.param_groups]
+        assert (ours.num_bad_epochs, ours.cooldown_counter, ours.best) == (
+            theirs.num_bad_epochs,
+            theirs.cooldown_counter,
+            theirs.best,
+        ), f"epoch {i + 1}"
+        lrs.append(ours.get_last_lr()[0])
+    assert len(set(lrs)) >= 3, "the case should cut the rate at least twice"
+
+
+def test_reduce_on_plateau_state_dict_resumes_mid_plateau() -> None:
+    ours_opt, torch_opt = _grouped(1)
+    kwargs = {"patience": 2, "cooldown": 1, "factor": 0.5}
+    ours = lr_scheduler.ReduceLROnPlateau(ours_opt, **kwargs)  # type: ignore[arg-type]
+    theirs = torch.optim.lr_scheduler.ReduceLROnPlateau(torch_opt, **kwargs)
+    for metric in PLATEAU_METRICS[:10]:
+        ours.step(metric)
+        theirs.step(metric)
+    state = ours.state_dict()
+    assert "optimizer" not in state
+    opt2, _ = _grouped(1)
+    opt2.param_groups[0]["lr"] = ours_opt.param_groups[0]["lr"]  # the optimizer's own state
+    resumed = lr_scheduler.ReduceLROnPlateau(opt2)
+    resumed.load_state_dict(state)
+    for metric in PLATEAU_METRICS[10:]:
+        resumed.step(metric)
+        theirs.step(metric)
+        assert resumed.get_last_lr() == theirs.get_last_lr()
+
+
+def test_reduce_on_plateau_refuses_bad_arguments() -> None:
+    opt, _ = _optimizers("sgd")
+    with pytest.raises(ValueError, match="factor must be in"):
+        lr_scheduler.ReduceLROnPlateau(opt, factor=1.0)
+    with pytest.raises(ValueError, match="mode must be"):
+        lr_scheduler.ReduceLROnPlateau(opt, mode="lowest")
+    with pytest.raises(ValueError, match="threshold_mode must be"):
+        lr_scheduler.ReduceLROnPlateau(opt, threshold_mode="relative")
+    with pytest.raises(ValueError, match="2 values for 1 parameter groups"):
+        lr_scheduler.ReduceLROnPlateau(opt, min_lr=[0.1, 0.2])
+    with pytest.raises(TypeError, match="needs the monitored metric"):
+        lr_scheduler.ReduceLROnPlateau(opt).step()

@@ -7,11 +7,16 @@
 """
 
 from handgrad import nn, optim
-from handgrad._blas import blas_threads as get_blas_threads
-from handgrad._blas import set_blas_threads
-from handgrad._parallel import get_num_threads, set_num_threads
+from handgrad._threads import (
+    get_blas_threads,
+    get_num_threads,
+    set_blas_threads,
+    set_num_threads,
+    threads,
+)
 from handgrad.explain import explain
 from handgrad.gradcheck import GradcheckError, GradcheckResult, gradcheck, gradcheck_loss
+from handgrad.nn.summary import summary
 from handgrad.serialization import load, load_state, save
 
 __version__ = "0.1.0"
@@ -32,4 +37,6 @@ __all__ = [
     "save",
     "set_blas_threads",
     "set_num_threads",
+    "summary",
+    "threads",
 ]

@@ -11,6 +11,8 @@ import math
 import os
 import sys
 import time
+import warnings
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
@@ -236,19 +238,21 @@ class TimeLimit(Callback):
 class ProgressBar(Callback):
     """A tqdm bar over each epoch's batches (only on a terminal) and one line per epoch.
 
-    ``quiet=True`` prints nothing. Without tqdm installed, only the epoch lines.
+    ``quiet=True`` prints nothing; ``bar=False`` only the epoch lines (``fit``'s
+    ``verbose=2``). Without tqdm installed, only the epoch lines.
     """
 
-    def __init__(self, quiet: bool = False, file: IO[str] | None = None) -> None:
+    def __init__(self, quiet: bool = False, file: IO[str] | None = None, bar: bool = True) -> None:
         self.quiet = quiet
         self.file = file
+        self.bar = bar
         self._bar: Any = None
 
     def _stream(self) -> IO[str]:
         return self.file if self.file is not None else sys.stdout
 
     def on_epoch_begin(self, epoch: int) -> None:
-        if self.quiet or not getattr(sys.stderr, "isatty", lambda: False)():
+        if self.quiet or not self.bar or not getattr(sys.stderr, "isatty", lambda: False)():
             return
         try:
             from tqdm import tqdm
@@ -288,3 +292,125 @@ class ProgressBar(Callback):
 
     def on_train_end(self) -> None:
         self._close()
+
+
+class CSVLogger(Callback):
+    """Append one row of the epoch's logs to a CSV file after every epoch (Keras's callback).
+
+    The first row is the header: ``epoch`` (numbered from 1, as handgrad's epoch
+    lines; Keras counts from 0), then the logs' keys in the order ``fit`` logs them
+    (``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``, ``lr``, ``seconds``).
+    Each row is written with one call, flushed and synced before training goes on,
+    so a crash leaves every finished epoch's row and at most one torn last line,
+    which the next run that appends drops.
+
+    Parameters
+    ----------
+    filename : str or PathLike
+    separator : str
+        Between the columns.
+    append : bool
+        Add to an existing file (its header is kept, and a value it has no column for
+        is left out with a warning); False: start a new one, replacing any old file
+        when the first epoch ends.
+
+    A run resumed from a checkpoint (``fit(resume=...)``, ``handgrad train --resume``)
+    continues its own file whatever ``append`` says: the rows the checkpoint counted
+    are kept and rows written after it (an epoch that ran again after the crash) are
+    replaced, so each epoch appears once.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> from handgrad import nn, optim
+    >>> from handgrad.callbacks import CSVLogger
+    >>> from handgrad.train import fit
+    >>> x = np.random.default_rng(0).normal(size=(32, 2)).astype(np.float32)
+    >>> y = (x[:, 0] > 0).astype(np.int64)
+    >>> model = nn.Sequential(nn.Linear(2, 2, rng=0))
+    >>> path = os.path.join(tempfile.mkdtemp(), "log.csv")
+    >>> _ = fit(model, nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=0.1),
+    ...         (x, y), epochs=2, rng=0, callbacks=[CSVLogger(path)])
+    >>> print(open(path).read().splitlines()[0])
+    epoch,loss,accuracy,lr,seconds
+    >>> len(open(path).read().splitlines())
+    3
+    """
+
+    def __init__(
+        self, filename: str | os.PathLike[str], separator: str = ",", append: bool = False
+    ) -> None:
+        if not separator or "\n" in separator or "\r" in separator:
+            raise ValueError(
+                f"separator must be a non-empty string without newlines, got {separator!r}"
+            )
+        self.filename = Path(filename)
+        self.separator = separator
+        self.append = append
+        self.keys: list[str] | None = None  # the columns after "epoch", once known
+        self.rows = 0  # data rows in the file, this run's and any appended to
+        self._resume: dict[str, Any] | None = None
+
+    def on_train_begin(self) -> None:
+        self.keys, self.rows, self._resume = None, 0, None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"keys": self.keys, "rows": self.rows}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._resume = dict(state)
+
+    def _lines(self) -> list[str]:
+        """The file's complete lines (a torn last line, without its newline, is left out)."""
+        try:
+            text = self.filename.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return []
+        return [line + "\n" for line in text.split("\n")[:-1]]
+
+    def _rewrite(self, lines: list[str]) -> None:
+        from handgrad._atomic import atomic_write
+
+        data = "".join(lines).encode("utf-8")
+        atomic_write(self.filename, lambda fh: fh.write(data))
+
+    def _start(self, logs: dict[str, float]) -> None:
+        """Decide the columns and put the file in the state the first new row extends."""
+        resume, self._resume = self._resume, None
+        if resume is not None and resume["keys"] is not None:
+            kept = self._lines()[: 1 + int(resume["rows"])]
+            if kept and kept[0].rstrip("\n").split(self.separator)[1:] == resume["keys"]:
+                self.keys, self.rows = list(resume["keys"]), len(kept) - 1
+                self._rewrite(kept)
+                return
+        if self.append:
+            lines = self._lines()
+            if lines:
+                self.keys = lines[0].rstrip("\n").split(self.separator)[1:]
+                self.rows = len(lines) - 1
+                if self.filename.stat().st_size != sum(len(ln.encode("utf-8")) for ln in lines):
+                    self._rewrite(lines)  # drop a torn last line
+                return
+        self.keys, self.rows = list(logs), 0
+        self._rewrite([self.separator.join(["epoch", *self.keys]) + "\n"])
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
+        if self.keys is None:
+            self._start(logs)
+            left_out = [k for k in logs if k not in (self.keys or ())]
+            if left_out:
+                warnings.warn(
+                    f"CSVLogger: {self.filename} has no column for {left_out}; "
+                    "left out of every row",
+                    stacklevel=2,
+                )
+        assert self.keys is not None
+        cells = [str(epoch + 1)]
+        cells += [repr(float(logs[k])) if k in logs else "NA" for k in self.keys]
+        row = (self.separator.join(cells) + "\n").encode("utf-8")
+        with open(self.filename, "ab") as fh:
+            fh.write(row)
+            fh.flush()
+            os.fsync(fh.fileno())
+        self.rows += 1

@@ -282,7 +282,8 @@ class TrainingCheckpoint(Callback):
     path : str or PathLike
         Where; replaced atomically each time.
     scheduler : optional
-        The learning-rate scheduler given to ``fit``, whose state is saved too.
+        The learning-rate scheduler whose state is saved too; default: the one ``fit``
+        steps (built there when ``fit`` was given a function that builds it).
     settings : dict, optional
         JSON-able settings of the run stored with it (``handgrad train`` keeps its
         options there, for ``--resume``).
@@ -309,8 +310,9 @@ class TrainingCheckpoint(Callback):
         return [cb for cb in self.trainer.callbacks if cb is not self]
 
     def save(self) -> Path:
+        scheduler = self.scheduler if self.scheduler is not None else self.trainer.scheduler
         self.written = save_checkpoint(
-            self.path, self.trainer, self.scheduler, self._callbacks(), self.settings
+            self.path, self.trainer, scheduler, self._callbacks(), self.settings
         )
         return self.written
 

@@ -29,11 +29,14 @@ from typing import Any
 
 import numpy as np
 
+from handgrad import _fit_setup, _threads
 from handgrad._random import as_generator
 from handgrad.callbacks import Callback
+from handgrad.data.batches import index_batches, num_batches
 from handgrad.nn.functional import softmax
 from handgrad.nn.loss import Loss
 from handgrad.nn.module import Module
+from handgrad.optim.lr_scheduler import ReduceLROnPlateau
 
 Transform = Callable[[np.ndarray], np.ndarray]
 
@@ -73,6 +76,7 @@ class Trainer:
     epochs: int
     steps_per_epoch: int
     history: History
+    scheduler: Any = None  # the learning-rate scheduler fit steps (TrainingCheckpoint saves it)
     start_time: float = field(default_factory=time.perf_counter)
     epoch: int = 0
     stop_training: bool = False  # finish the current epoch, then stop
@@ -230,6 +234,10 @@ def fit(
     eval_batch_size: int = 2000,
     initial_epoch: int = 0,
     resume: Any = None,
+    validation_split: float = 0.0,
+    verbose: int | str = "auto",
+    scheduler_monitor: str = "val_loss",
+    threads: int | None = None,
 ) -> History:
     """Train ``model`` with mini-batches, shuffling every epoch from ``rng``.
 
@@ -244,6 +252,13 @@ def fit(
         it looks like 0..255 pixels); ``y``: integer class indices for the
         classification losses (float labels are refused with the cast that fixes
         them). See the module docstring.
+    validation_split : float
+        Keras's: hold out the *last* ``N - floor(N * (1 - validation_split))`` samples
+        of ``train`` for validation, as they stand (taken before any shuffling, so the
+        same ones every run, and nothing is drawn from ``rng``). Data sorted by class
+        needs a shuffled or stratified split instead
+        (:func:`handgrad.data.train_val_split`) passed as ``val``. Refused together
+        with ``val``.
     epochs, batch_size : int
         Passes over the data, samples per step (the last batch may be smaller).
     rng : numpy.random.Generator or int
@@ -252,16 +267,30 @@ def fit(
         bit. A different BLAS thread count (``handgrad.set_blas_threads``,
         ``OPENBLAS_NUM_THREADS``) changes the order in which the matrix products add
         their terms, so the weights differ in their last bits (after one MNIST epoch of
-        the 784-128-10 network, 72% of them, by up to 3e-6) and training grows the
+        the 784-128-10 network, 71% of them, by up to 3e-6) and training grows the
         differences (after 15 epochs: 89% of them, some by 0.77; test accuracy 98.25%
         against 98.21%). ``handgrad.set_num_threads`` does not change results:
         the convolution kernels split every batch into the same chunks on any number
         of threads and add the chunks' sums in chunk order.
     scheduler : optional
         A learning-rate scheduler, stepped once per epoch or once per batch
-        (``scheduler_interval="batch"``, e.g. for ``OneCycleLR``).
+        (``scheduler_interval="batch"``, e.g. for ``OneCycleLR``); or a function
+        ``(optimizer, steps_per_epoch) -> scheduler`` that fit calls with its own steps
+        per epoch (``ceil(training samples / batch_size)``), for the per-step schedules:
+        ``lambda opt, steps_per_epoch: OneCycleLR(opt, max_lr=0.01, epochs=10,
+        steps_per_epoch=steps_per_epoch)``. A ``OneCycleLR`` built for another number of
+        steps per epoch, or too short for the run, is refused before the first step.
+        A ``ReduceLROnPlateau`` is stepped after every epoch with the logged metric
+        ``scheduler_monitor`` names (default ``"val_loss"``; ``"loss"`` without
+        validation data).
     callbacks : sequence of Callback
-        Progress bar, early stopping, checkpoints, time limit...
+        Progress bar, early stopping, checkpoints, CSV log, time limit...
+    verbose : {"auto", 0, 1, 2}
+        Keras's: 0 silent, 1 a progress bar over each epoch's batches (when stderr is
+        a terminal) and one line per epoch on stdout, 2 the epoch lines only.
+        ``"auto"``: 1 in interactive use (stdout a terminal, or a Jupyter kernel), 0
+        otherwise (a script's output redirected to a file or a pipe, a test suite).
+        A :class:`~handgrad.callbacks.ProgressBar` among ``callbacks`` replaces it.
     transform : callable, optional
         Applied to each batch of ``x``; default (:func:`default_transform`): integers ->
         ``[0, 1]`` floats, floats as given, in the model's dtype.
@@ -271,6 +300,15 @@ def fit(
         generator (after that epoch's shuffle), so augmented runs stay reproducible.
         Never applied to validation data. Image augmentations need image-shaped
         batches, ``(N, H, W)`` or ``(N, C, H, W)``, from ``transform``.
+    threads : int, optional
+        Compute on this many threads: an MLP's matrix products on ``threads`` BLAS
+        threads, a convolutional network's kernels on ``threads`` handgrad threads
+        (BLAS on one inside each). Default: what the command line uses, measured in
+        the README's "Threads": an MLP on one BLAS thread (unless ``OPENBLAS_NUM_THREADS``
+        / ``OMP_NUM_THREADS`` or ``handgrad.set_blas_threads`` chose), a convolutional
+        network on a handgrad thread per core (unless ``handgrad.set_num_threads``
+        chose). The counts before come back when fit returns. See
+        :func:`handgrad.threads`.
     initial_epoch : int
         The epoch to start at (Keras's meaning): ``epochs`` is the index of the last
         epoch, so ``initial_epoch=5, epochs=8`` trains three epochs, numbered 6-8.
@@ -291,6 +329,8 @@ def fit(
     _check_data(x, y, "train")
     if val is not None:
         _check_data(val[0], val[1], "val")
+    (x, y), split = _fit_setup.split_validation(x, y, validation_split, val is not None)
+    val = split if split is not None else val
     if int(epochs) < 1 or int(batch_size) < 1:
         raise ValueError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
     if scheduler_interval not in ("epoch", "batch"):
@@ -306,9 +346,11 @@ def fit(
     generator = as_generator(rng)
     prep = transform or default_transform(model_dtype(model))
     n = len(x)
-    steps = math.ceil(n / batch_size)
+    steps = num_batches(n, int(batch_size))
+    scheduler = _fit_setup.build_scheduler(scheduler, optimizer, steps)
+    callbacks = _fit_setup.with_progress(callbacks, verbose)
     history = History()
-    trainer = Trainer(model, loss, optimizer, int(epochs), steps, history)
+    trainer = Trainer(model, loss, optimizer, int(epochs), steps, history, scheduler)
     trainer.val_size = 0 if val is None else len(val[0])
     trainer.generator = generator
     trainer.epoch = int(initial_epoch)
@@ -322,101 +364,121 @@ def fit(
     if resume is not None:  # a handgrad.checkpoint.TrainingState: weights, optimizer, ...
         resume.restore(trainer, scheduler, callbacks, n)
     resumed = trainer.order is not None  # inside an epoch: finish it first
+    if scheduler is not None:
+        steps_left = max(0, (int(epochs) - trainer.epoch) * steps - trainer.step)
+        _fit_setup.check_scheduler(
+            scheduler, scheduler_interval, scheduler_monitor, val is not None, steps, steps_left
+        )
+    plateau = isinstance(scheduler, ReduceLROnPlateau)  # stepped with a metric, per epoch
 
-    last_good = _LastGood(model)
-    for epoch in range(trainer.epoch, int(epochs)):
-        trainer.epoch = epoch
-        if not resumed:
-            trainer.step = 0
-        model.train()
-        for cb in callbacks:
-            cb.on_epoch_begin(epoch)
-        if resumed:
-            resumed = False
-            order, lr = trainer.order, trainer.epoch_lr
-            total_loss, seen, correct, counted = trainer.epoch_sums
-            t0 = time.perf_counter() - trainer.epoch_start  # seconds already spent
-        else:
-            lr = float(optimizer.param_groups[0]["lr"])
-            t0 = time.perf_counter()
-            order = generator.permutation(n)
-            total_loss, seen, correct, counted = 0.0, 0, 0, 0
-        assert order is not None
-        trainer.order, trainer.epoch_lr, trainer.epoch_start = order, lr, t0
-        for step in range(trainer.step, steps):
-            idx = order[step * batch_size : (step + 1) * batch_size]
-            xb, yb = prep(x[idx]), y[idx]
-            if augment is not None:
-                xb = augment(xb, generator)
-            # A diverging run overflows somewhere in the step; the checks below
-            # catch every such case and say so once, instead of NumPy's warnings.
-            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                scores = model.forward(xb)
-                value = loss.forward(scores, yb)
-                problem = None if math.isfinite(value) else f"non-finite loss ({value})"
-                if problem is None:
-                    optimizer.zero_grad()
-                    model.backward_params(loss.backward())  # dL/dx of the data is never used
-                    if not _grads_finite(model):
-                        problem = "non-finite gradient"
-            if problem is not None:
-                last_good.restore()
-                trainer.request_stop(
-                    f"{problem} at epoch {epoch + 1}, batch {step + 1}: stopped; the weights "
-                    "are restored to those of the last step whose loss and gradients were "
-                    "finite (try a lower learning rate)",
-                    immediately=True,
-                )
-                break
-            last_good.keep()
-            optimizer.step()
-            if scheduler is not None and scheduler_interval == "batch":
-                scheduler.step()
-            total_loss += value * len(idx)
-            seen += len(idx)
-            hits = _n_correct(scores, yb)
-            if hits is not None:
-                correct += hits
-                counted += len(idx)
-            trainer.step = step + 1
-            trainer.epoch_sums = (total_loss, seen, correct, counted)
+    # BLAS and handgrad threads for this model (handgrad._threads), restored after
+    with _threads.for_run(model, threads):
+        last_good = _LastGood(model)
+        for epoch in range(trainer.epoch, int(epochs)):
+            trainer.epoch = epoch
+            if not resumed:
+                trainer.step = 0
+            model.train()
             for cb in callbacks:
-                cb.on_train_batch_end(step, {"loss": value, "size": len(idx)})
-            if trainer.stop_now:
+                cb.on_epoch_begin(epoch)
+            if resumed:
+                resumed = False
+                order, lr = trainer.order, trainer.epoch_lr
+                total_loss, seen, correct, counted = trainer.epoch_sums
+                t0 = time.perf_counter() - trainer.epoch_start  # seconds already spent
+            else:
+                lr = float(optimizer.param_groups[0]["lr"])
+                t0 = time.perf_counter()
+                order = generator.permutation(n)
+                total_loss, seen, correct, counted = 0.0, 0, 0, 0
+            assert order is not None
+            trainer.order, trainer.epoch_lr, trainer.epoch_start = order, lr, t0
+            for step, idx in enumerate(
+                index_batches(order, batch_size, start=trainer.step), start=trainer.step
+            ):
+                xb, yb = prep(x[idx]), y[idx]
+                if augment is not None:
+                    xb = augment(xb, generator)
+                # A diverging run overflows somewhere in the step; the checks below
+                # catch every such case and say so once, instead of NumPy's warnings.
+                with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                    scores = model.forward(xb)
+                    value = loss.forward(scores, yb)
+                    problem = None if math.isfinite(value) else f"non-finite loss ({value})"
+                    if problem is None:
+                        optimizer.zero_grad()
+                        model.backward_params(loss.backward())  # dL/dx of the data is never used
+                        if not _grads_finite(model):
+                            problem = "non-finite gradient"
+                if problem is not None:
+                    last_good.restore()
+                    trainer.request_stop(
+                        f"{problem} at epoch {epoch + 1}, batch {step + 1}: stopped; the weights "
+                        "are restored to those of the last step whose loss and gradients were "
+                        "finite (try a lower learning rate)",
+                        immediately=True,
+                    )
+                    break
+                last_good.keep()
+                optimizer.step()
+                if scheduler is not None and scheduler_interval == "batch":
+                    scheduler.step()
+                total_loss += value * len(idx)
+                seen += len(idx)
+                hits = _n_correct(scores, yb)
+                if hits is not None:
+                    correct += hits
+                    counted += len(idx)
+                trainer.step = step + 1
+                trainer.epoch_sums = (total_loss, seen, correct, counted)
+                for cb in callbacks:
+                    cb.on_train_batch_end(step, {"loss": value, "size": len(idx)})
+                if trainer.stop_now:
+                    break
+            if seen == 0 or (trainer.interrupted and trainer.step < steps):
+                break  # an interrupted epoch stays open for a resumed run to finish
+            logs = {"loss": total_loss / seen}
+            if counted:
+                logs["accuracy"] = correct / counted
+            if val is not None:
+                t_eval = time.perf_counter()
+                logs.update(
+                    {
+                        f"val_{k}": v
+                        for k, v in evaluate(
+                            model, loss, *val, batch_size=eval_batch_size, transform=prep
+                        ).items()
+                    }
+                )
+                trainer.last_eval_seconds = time.perf_counter() - t_eval
+            logs["lr"] = lr
+            logs["seconds"] = time.perf_counter() - t0
+            history.append(logs)
+            if plateau:
+                scheduler.step(_monitored(logs, scheduler_monitor))
+            elif scheduler is not None and scheduler_interval == "epoch":
+                scheduler.step()
+            for cb in callbacks:
+                cb.on_epoch_end(epoch, logs)
+            if trainer.stop_training:
                 break
-        if seen == 0 or (trainer.interrupted and trainer.step < steps):
-            break  # an interrupted epoch stays open for a resumed run to finish
-        logs = {"loss": total_loss / seen}
-        if counted:
-            logs["accuracy"] = correct / counted
-        if val is not None:
-            t_eval = time.perf_counter()
-            logs.update(
-                {
-                    f"val_{k}": v
-                    for k, v in evaluate(
-                        model, loss, *val, batch_size=eval_batch_size, transform=prep
-                    ).items()
-                }
-            )
-            trainer.last_eval_seconds = time.perf_counter() - t_eval
-        logs["lr"] = lr
-        logs["seconds"] = time.perf_counter() - t0
-        history.append(logs)
-        if scheduler is not None and scheduler_interval == "epoch":
-            scheduler.step()
         for cb in callbacks:
-            cb.on_epoch_end(epoch, logs)
-        if trainer.stop_training:
-            break
-    for cb in callbacks:
-        cb.on_train_end()
-    model.eval()
-    model.clear_cache()  # the last batch's activations: a trained model holds its weights
-    loss.clear_cache()
+            cb.on_train_end()
+        model.eval()
+        model.clear_cache()  # the last batch's activations: a trained model holds its weights
+        loss.clear_cache()
     if history.stop_reason and history.stop_reason.startswith("non-finite"):
         warnings.warn(history.stop_reason, RuntimeWarning, stacklevel=2)
     return history
+
+
+def _monitored(logs: dict[str, float], monitor: str) -> float:
+    if monitor not in logs:
+        raise KeyError(
+            f"ReduceLROnPlateau: scheduler_monitor={monitor!r} is not among the epoch's "
+            f"logs {sorted(logs)}"
+        )
+    return float(logs[monitor])
 
 
 def _batches(x: np.ndarray, batch_size: int) -> Iterable[slice]:

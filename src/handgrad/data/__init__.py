@@ -1,9 +1,11 @@
-"""Datasets: MNIST from IDX files (shipped, cached or downloaded), Kaggle CSV, toy sets, splits.
+"""Datasets: MNIST from IDX files (shipped, cached or downloaded), Kaggle CSV, toy sets, splits,
+mini-batches.
 
 Everything here needs only NumPy and the standard library. Images stay ``uint8``
 in memory; :func:`to_float_images` converts a batch at a time.
 """
 
+from handgrad.data.batches import batches, index_batches, num_batches
 from handgrad.data.download import download_verified, payload_sha256
 from handgrad.data.errors import DataError
 from handgrad.data.idx import read_idx, write_idx
@@ -33,10 +35,12 @@ __all__ = [
     "MNIST_SHA256",
     "DataError",
     "MNISTData",
+    "batches",
     "cache_dir",
     "download_mnist",
     "download_verified",
     "find_mnist",
+    "index_batches",
     "load_idx_dataset",
     "load_kaggle_csv",
     "load_mnist",
@@ -45,6 +49,7 @@ __all__ = [
     "make_spirals",
     "make_xor",
     "missing_files",
+    "num_batches",
     "payload_sha256",
     "read_idx",
     "stratified_split",

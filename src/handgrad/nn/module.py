@@ -9,7 +9,7 @@ and ``state_dict()`` produce names such as ``"0.weight"``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -294,6 +294,16 @@ class Module:
                 module._buffers[name] = value
 
     # -- display ----------------------------------------------------------------
+
+    def summary(
+        self, input_shape: int | Sequence[int], *, print_fn: Callable[[str], Any] | None = None
+    ) -> str:
+        """A table of the layers, their output shapes for one sample of ``input_shape``
+        (no batch dimension) and parameter counts; see :func:`handgrad.nn.summary.summary`.
+        ``print(model.summary((784,)))`` shows it."""
+        from handgrad.nn.summary import summary
+
+        return summary(self, input_shape, print_fn=print_fn)
 
     def extra_repr(self) -> str:
         return ""

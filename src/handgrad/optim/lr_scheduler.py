@@ -3,7 +3,8 @@
 Build a scheduler after its optimizer, call ``scheduler.step()`` after each
 ``optimizer.step()`` (per epoch or per batch, as the schedule intends).
 Construction sets each group's ``initial_lr`` and applies the epoch-0 rate.
-Rates come from closed forms of ``last_epoch``.
+Rates come from closed forms of ``last_epoch``, except :class:`ReduceLROnPlateau`'s,
+which follow a metric: ``step(val_loss)`` once per epoch.
 """
 
 from __future__ import annotations
@@ -207,7 +208,16 @@ class OneCycleLR(LRScheduler):
     """The 1cycle policy (Smith & Topin): warm up to ``max_lr`` over ``pct_start`` of the
     steps, then anneal to ``max_lr / (div_factor * final_div_factor)``; the momentum (or
     Adam's beta1) cycles the opposite way between ``max_momentum`` and ``base_momentum``.
-    Step it once per batch."""
+    Step it once per batch.
+
+    The length is ``total_steps``, or ``epochs * steps_per_epoch``. In
+    :func:`handgrad.train.fit`, let fit supply its own steps per epoch by passing a
+    function of the optimizer and that number:
+    ``fit(..., scheduler=lambda opt, steps_per_epoch: OneCycleLR(opt, max_lr=0.01,
+    epochs=10, steps_per_epoch=steps_per_epoch), scheduler_interval="batch")``; fit
+    refuses, before the first step, a schedule built with another ``steps_per_epoch``
+    or one too short for the run.
+    """
 
     def __init__(
         self,
@@ -226,10 +236,17 @@ class OneCycleLR(LRScheduler):
         three_phase: bool = False,
         last_epoch: int = -1,
     ) -> None:
+        # Kept to check a run against (fit refuses a steps_per_epoch that is not its own).
+        self.steps_per_epoch: int | None = None
         if total_steps is None:
             if not epochs or not steps_per_epoch or epochs < 1 or steps_per_epoch < 1:
-                raise ValueError("OneCycleLR needs total_steps, or epochs and steps_per_epoch")
+                raise ValueError(
+                    "OneCycleLR needs total_steps, or epochs and steps_per_epoch (in fit, "
+                    "scheduler=lambda opt, steps_per_epoch: OneCycleLR(opt, ..., "
+                    "steps_per_epoch=steps_per_epoch) lets fit supply it)"
+                )
             total_steps = int(epochs) * int(steps_per_epoch)
+            self.steps_per_epoch = int(steps_per_epoch)
         if total_steps < 1 or not 0 <= pct_start <= 1:
             raise ValueError(
                 f"need total_steps >= 1 and pct_start in [0, 1], got {total_steps} and {pct_start}"
@@ -305,3 +322,127 @@ class OneCycleLR(LRScheduler):
                     break
                 start = end
         return lrs
+
+
+class ReduceLROnPlateau(LRScheduler):
+    """Multiply the learning rate by ``factor`` when a metric stops improving.
+
+    PyTorch's rule, with its arguments: ``step(metric)`` once per epoch; a metric
+    better than ``best`` by more than ``threshold`` (relative: ``best * (1 - threshold)``
+    in ``"min"`` mode, ``best * (1 + threshold)`` in ``"max"``; absolute: ``best -
+    threshold`` / ``best + threshold``) becomes the new best, any other counts as a bad
+    epoch. After ``patience + 1`` bad epochs in a row every group's rate becomes
+    ``max(lr * factor, min_lr)`` (unless that lowers it by ``eps`` or less), and the
+    next ``cooldown`` epochs count no bad epochs.
+
+    In :func:`handgrad.train.fit`, pass it as ``scheduler=`` and fit steps it after
+    every epoch with the logged metric named by ``scheduler_monitor`` (default
+    ``"val_loss"``).
+
+    Parameters
+    ----------
+    optimizer : Optimizer
+    mode : {"min", "max"}
+        Whether the metric should fall (a loss) or rise (an accuracy).
+    factor : float
+        ``new_lr = lr * factor``, in ``[0, 1)``.
+    patience : int
+        Bad epochs tolerated; the rate falls on the ``patience + 1``-th in a row.
+    threshold : float
+    threshold_mode : {"rel", "abs"}
+    cooldown : int
+        Epochs after a reduction in which bad epochs are not counted.
+    min_lr : float or sequence of float
+        A floor for every group's rate, or one per group.
+    eps : float
+        A reduction of ``eps`` or less is skipped.
+
+    Examples
+    --------
+    >>> from handgrad import nn, optim
+    >>> opt = optim.SGD(nn.Linear(2, 1, rng=0).parameters(), lr=0.1)
+    >>> plateau = optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=1)
+    >>> for val_loss in [1.0, 0.9, 0.9, 0.9, 0.9, 0.9]:
+    ...     plateau.step(val_loss)
+    >>> plateau.get_last_lr()  # halved after the 2nd bad epoch in a row, then again
+    [0.025]
+    """
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        mode: str = "min",
+        factor: float = 0.1,
+        patience: int = 10,
+        threshold: float = 1e-4,
+        threshold_mode: str = "rel",
+        cooldown: int = 0,
+        min_lr: float | Sequence[float] = 0.0,
+        eps: float = 1e-8,
+    ) -> None:
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"ReduceLROnPlateau needs an Optimizer, got {type(optimizer).__name__}")
+        if not 0.0 <= factor < 1.0:
+            raise ValueError(f"factor must be in [0, 1), got {factor}")
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+        if threshold_mode not in ("rel", "abs"):
+            raise ValueError(f"threshold_mode must be 'rel' or 'abs', got {threshold_mode!r}")
+        if patience < 0 or cooldown < 0:
+            raise ValueError(f"patience and cooldown must be >= 0, got {patience} and {cooldown}")
+        groups = optimizer.param_groups
+        if isinstance(min_lr, Sequence):
+            if len(min_lr) != len(groups):
+                raise ValueError(
+                    f"min_lr has {len(min_lr)} values for {len(groups)} parameter groups"
+                )
+            self.min_lrs = [float(v) for v in min_lr]
+        else:
+            self.min_lrs = [float(min_lr)] * len(groups)
+        self.optimizer = optimizer
+        self.mode, self.factor, self.patience = mode, float(factor), int(patience)
+        self.threshold, self.threshold_mode = float(threshold), threshold_mode
+        self.cooldown, self.eps = int(cooldown), float(eps)
+        self.last_epoch = 0
+        self._last_lr = [float(group["lr"]) for group in groups]
+        self.best = math.inf if mode == "min" else -math.inf
+        self.num_bad_epochs = 0
+        self.cooldown_counter = 0
+
+    def is_better(self, value: float, best: float) -> bool:
+        """Whether ``value`` beats ``best`` by more than the threshold."""
+        if self.mode == "min":
+            if self.threshold_mode == "rel":
+                return value < best * (1.0 - self.threshold)
+            return value < best - self.threshold
+        if self.threshold_mode == "rel":
+            return value > best * (1.0 + self.threshold)
+        return value > best + self.threshold
+
+    def step(self, metrics: float | None = None) -> None:
+        """Count one epoch whose monitored metric was ``metrics``."""
+        if metrics is None:
+            raise TypeError(
+                "ReduceLROnPlateau.step needs the monitored metric: step(val_loss) "
+                "(fit passes the one named by scheduler_monitor)"
+            )
+        current = float(metrics)
+        self.last_epoch += 1
+        if self.is_better(current, self.best):
+            self.best, self.num_bad_epochs = current, 0
+        else:
+            self.num_bad_epochs += 1
+        if self.cooldown_counter > 0:
+            self.cooldown_counter -= 1
+            self.num_bad_epochs = 0  # bad epochs in the cooldown do not count
+        if self.num_bad_epochs > self.patience:
+            for group, floor in zip(self.optimizer.param_groups, self.min_lrs, strict=True):
+                old = float(group["lr"])
+                new = max(old * self.factor, floor)
+                if old - new > self.eps:
+                    group["lr"] = new
+            self.cooldown_counter, self.num_bad_epochs = self.cooldown, 0
+        self._last_lr = [float(group["lr"]) for group in self.optimizer.param_groups]
+
+    def get_lr(self) -> list[float]:
+        return list(self._last_lr)

@@ -170,7 +170,7 @@ def train_run(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # divergence is in stop_reason
         history = fit(model, loss, optimizer, (x, y), epochs=epochs, batch_size=64, rng=rng,
-                      callbacks=[recorder])  # fmt: skip
+                      callbacks=[recorder], verbose=0)  # fmt: skip
     train_acc = history.history.get("accuracy", [])
     reached = [e + 1 for e, a in enumerate(train_acc) if a >= target]
     with np.errstate(all="ignore"):

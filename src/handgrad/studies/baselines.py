@@ -103,7 +103,16 @@ def train_network(
 ) -> nn.Module:
     """Plain SGD on cross-entropy, batches of 64 (the course's recipe)."""
     optimizer = optim.SGD(model.parameters(), lr=lr)
-    fit(model, nn.CrossEntropyLoss(), optimizer, (x, y), epochs=epochs, batch_size=64, rng=rng)
+    fit(
+        model,
+        nn.CrossEntropyLoss(),
+        optimizer,
+        (x, y),
+        epochs=epochs,
+        batch_size=64,
+        rng=rng,
+        verbose=0,
+    )
     return model
 
 

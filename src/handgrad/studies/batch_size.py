@@ -107,7 +107,8 @@ def train_run(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # divergence is in stop_reason
         history = fit(model, loss, optim.SGD(model.parameters(), lr=lr), (x, y), epochs=epochs,
-                      batch_size=batch_size, rng=shuffle_seed, callbacks=[recorder])  # fmt: skip
+                      batch_size=batch_size, rng=shuffle_seed, callbacks=[recorder],
+                      verbose=0)  # fmt: skip
     diverged = (history.stop_reason or "").startswith("non-finite")
     accuracy = evaluate(model, loss, x_test, y_test)["accuracy"]
     return Run(

@@ -106,7 +106,7 @@ def train_course_mlp(
         warnings.simplefilter("ignore", RuntimeWarning)
         history = fit(
             model, nn.CrossEntropyLoss(), optimizer, train, test,
-            epochs=epochs, batch_size=64, rng=rng, callbacks=[batches],
+            epochs=epochs, batch_size=64, rng=rng, callbacks=[batches], verbose=0,
         )  # fmt: skip
     return Run(history, batches.losses)
 

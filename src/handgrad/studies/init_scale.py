@@ -161,7 +161,9 @@ def train_run(
     optimizer = optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # divergence is in stop_reason
-        history = fit(model, loss, optimizer, (x, y), epochs=epochs, batch_size=64, rng=rng)
+        history = fit(
+            model, loss, optimizer, (x, y), epochs=epochs, batch_size=64, rng=rng, verbose=0
+        )
     after = layer_rms(model, loss, *probe)
     with np.errstate(all="ignore"):
         accuracy = evaluate(model, loss, x_test, y_test)["accuracy"]

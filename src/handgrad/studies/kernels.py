@@ -126,6 +126,7 @@ def train_cnn(
             epochs=1,
             batch_size=64,
             rng=rng,
+            verbose=0,
         )
     seconds = time.perf_counter() - start
     return {

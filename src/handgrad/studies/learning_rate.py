@@ -109,6 +109,7 @@ def range_test(
             scheduler=scheduler,
             scheduler_interval="batch",
             callbacks=[record],
+            verbose=0,
         )
     done = len(record.losses)  # batches whose loss was finite
     lrs = lr_min * gamma ** np.arange(steps)  # the rate of each batch's update
@@ -198,6 +199,7 @@ def sweep_one(
             batch_size=batch_size,
             rng=np.random.default_rng(order_seed),
             callbacks=[record],
+            verbose=0,
         )
     acc = history.history.get("accuracy")
     return SweepRun(

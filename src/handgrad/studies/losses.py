@@ -116,7 +116,7 @@ def train_run(
         warnings.simplefilter("ignore", RuntimeWarning)  # divergence is in stop_reason
         history = fit(model, make_loss("mean"), optim.Adam(model.parameters(), lr=lr),
                       (x, target), epochs=epochs, batch_size=64, rng=shuffle_seed,
-                      callbacks=[curve])  # fmt: skip
+                      callbacks=[curve], verbose=0)  # fmt: skip
     probe = slice(0, 5000)
     scores = predict_scores(model, x[probe])
     zero, share = gradient_spread(make_loss("sum"), scores, target[probe])

@@ -108,6 +108,7 @@ def train_one(
             batch_size=batch_size,
             rng=np.random.default_rng(order_seed),
             callbacks=[record],
+            verbose=0,
         )
     seconds = time.perf_counter() - start
     accuracy = evaluate(model, loss, x_test, y_test)["accuracy"]

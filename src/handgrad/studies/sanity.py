@@ -49,7 +49,16 @@ def train_classifier(
     """An MLP with ReLU (``hidden=[]``: softmax regression), Adam lr 0.01, batch 32."""
     model = build_mlp(x.shape[1], hidden, int(y.max()) + 1, rng=rng)
     optimizer = optim.Adam(model.parameters(), lr=0.01)
-    fit(model, nn.CrossEntropyLoss(), optimizer, (x, y), epochs=epochs, batch_size=32, rng=rng)
+    fit(
+        model,
+        nn.CrossEntropyLoss(),
+        optimizer,
+        (x, y),
+        epochs=epochs,
+        batch_size=32,
+        rng=rng,
+        verbose=0,
+    )
     return model
 
 

@@ -19,7 +19,7 @@ boxed float per multiply-add), 3 -> 4 is what a tuned GEMM adds on top of SIMD l
 (blocking for the caches, fused multiply-adds), and float32 against float64 GEMM
 shows how much the SIMD width itself gives (twice the lanes for float32).
 
-BLAS's thread count is set with ``handgrad.set_blas_threads`` (what ``handgrad
+BLAS's thread count is set with ``handgrad.threads`` (what ``handgrad
 train`` uses): NumPy has no call for it, and on a shared machine a second BLAS thread that
 waits for a busy core can make one product slower than sixteen.
 """
@@ -33,7 +33,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from handgrad import get_blas_threads, nn, set_blas_threads
+from handgrad import get_blas_threads, nn, threads
 from handgrad.studies._base import Context, Report, Table, pyplot
 
 Forward = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
@@ -116,21 +116,16 @@ def time_forwards(
         "matmul64": lambda: x64 @ w64.T + b64,
     }
     error = 0.0
-    default = get_blas_threads()
-    try:
-        set_blas_threads(1)
+    with threads(1):  # an MLP's threads are BLAS's: one, then every core
         for name, fn in versions.items():
             error = max(error, float(np.max(np.abs(fn() - reference))))
             # the loops take seconds at large batches: fewer repeats there
             result[name] = median_seconds(fn, max(3, repeats // 3) if name == "loops" else repeats)
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        if default is not None and (cpus or 1) > 1:
-            set_blas_threads(cpus or 1)  # every core this process may use
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if get_blas_threads() is not None and (cpus or 1) > 1:
+        with threads(cpus or 1):  # every core this process may use
             result["matmul_threads"] = median_seconds(versions["matmul"], repeats)
-            result["threads"] = float(cpus or 1)
-    finally:
-        if default is not None:
-            set_blas_threads(default)
+        result["threads"] = float(cpus or 1)
     result.setdefault("threads", 1.0)
     result["max_error"] = error
     return result
