@@ -6,7 +6,9 @@ and correct files with plain SGD, momentum and Adam.
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -438,3 +440,28 @@ def test_directories_are_not_files(tmp_path: Path, capsys: pytest.CaptureFixture
     assert cli_main(["lab", "start", str(tmp_path / "new" / "dir")]) == 2
     err = capsys.readouterr().err
     assert f"{tmp_path / 'new' / 'dir' / 'neural_network.py'} already exists" in err
+
+
+def test_the_checked_file_is_not_isolated(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What ``lab check --help`` and docs/lab.md say: the file runs in a child process under
+    the grader's import rules and limits, as the caller (even root), not isolated as the
+    grader's is; a file that SIGKILLs ``lab check`` ends it with no report."""
+    with pytest.raises(SystemExit):
+        cli_main(["lab", "check", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "not isolated, even as root" in text and "sandbox" not in text
+    uid = tmp_path / "uid"
+    probe = f"import os\nopen({str(uid)!r}, 'w').write(str(os.getuid()))\n"
+    (tmp_path / "probe.py").write_text(probe + ANSWER_SOURCE.read_text())
+    assert check(tmp_path / "probe.py").clean
+    assert uid.read_text() == str(os.getuid())
+    kill = "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n"
+    (tmp_path / "kill.py").write_text(kill + ANSWER_SOURCE.read_text())
+    ended = subprocess.run(
+        [sys.executable, "-m", "handgrad", "lab", "check", str(tmp_path / "kill.py")],
+        capture_output=True,
+        timeout=60,
+    )
+    assert ended.returncode == -signal.SIGKILL and ended.stdout == b""

@@ -60,6 +60,7 @@ def _cmd_grade(args: argparse.Namespace) -> int:
         seed=args.seed,
         data_dir=args.data_dir,
         min_accuracy=args.min_accuracy,
+        threads=args.threads,
         out=sys.stdout,
     )
     if result.test_accuracy is not None:
@@ -102,9 +103,13 @@ def add_lab_parser(subparsers: Any) -> None:
     p = sub.add_parser(
         "check",
         help="name the usual bugs in a lab file, in seconds",
-        description="Run a NeuralNetwork file in the grader's sandbox on a batch of 16 "
-        "images, compare its steps with the numeric gradient of its own forward pass, "
-        "and name the usual bugs. Exit 0 when it finds none, 1 when it does.",
+        description="Run a NeuralNetwork file in a child process under the grader's "
+        "import rules and limits (NumPy and the standard library only; memory and time "
+        "capped) on a batch of 16 images, compare its steps with the numeric gradient of "
+        "its own forward pass, and name the usual bugs. Exit 0 when it finds none, 1 when "
+        "it does. The child is not isolated, even as root: the file runs as you, can read "
+        "your files and signal this process; a guard against honest mistakes, not against "
+        "hostile code.",
     )
     p.add_argument("path", help="the lab file to check")
     p.add_argument(
@@ -125,16 +130,36 @@ def add_lab_parser(subparsers: Any) -> None:
         "standard library only; time, and the memory of all its processes, capped), check "
         "its contract, train it and test it on MNIST; the grade rests only on predictions "
         "this process checks and scores. Run as root on Linux, the child gets a user id "
-        "and a mount namespace of its own: it cannot signal the grader or read the MNIST "
-        "files. Otherwise it runs as you: a guard against honest mistakes, not against "
-        "a submission that sets out to cheat (it can read the test labels and image files, "
+        "and a mount namespace of its own: it cannot signal the grader, nor read the "
+        "MNIST files where the grader looks for them or in the git checkout it is run "
+        "from or installed in (a copy elsewhere that anyone may read stays readable). "
+        "Otherwise it runs as you: a guard against honest mistakes, not against a "
+        "submission that sets out to cheat (it can read the test labels and image files, "
         "or stop the grader). See docs/lab.md, 'The grader'.",
     )
     p.add_argument("path", nargs="?", default=None, help="the submission (default: handgrad's own)")
-    p.add_argument("--time-limit", type=positive_float, default=120.0, metavar="SECONDS")
-    p.add_argument("--memory-mb", type=positive_int, default=2048)
-    p.add_argument("--epochs", type=positive_int, default=8)
-    p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument(
+        "--time-limit",
+        type=positive_float,
+        default=120.0,
+        metavar="SECONDS",
+        help="wall-clock seconds the submission's process may run (default: 120)",
+    )
+    p.add_argument(
+        "--memory-mb",
+        type=positive_int,
+        default=2048,
+        help="memory all the submission's processes may hold together (default: 2048)",
+    )
+    p.add_argument(
+        "--epochs", type=positive_int, default=8, help="epochs the grader trains (default: 8)"
+    )
+    p.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=64,
+        help="samples per training step the grader asks for (default: 64)",
+    )
     p.add_argument(
         "--train-size",
         type=positive_int,
@@ -145,10 +170,29 @@ def add_lab_parser(subparsers: Any) -> None:
         "--val-fraction",
         type=fraction,
         default=0.1,
-        help="share of the training images held out for the per-epoch table, in [0, 1)",
+        help="share of the training images held out for the per-epoch table, in [0, 1) "
+        "(default: 0.1)",
     )
-    p.add_argument("--seed", type=non_negative_int, default=0)
-    p.add_argument("--data-dir", type=Path, default=None, metavar="DIR")
+    p.add_argument(
+        "--seed",
+        type=non_negative_int,
+        default=0,
+        help="seed of the training subset and the validation split (default: 0)",
+    )
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="the MNIST files (default: $HANDGRAD_DATA, the shipped copy, or the cache)",
+    )
+    p.add_argument(
+        "--threads",
+        type=positive_int,
+        default=1,
+        help="BLAS threads of the submission's NumPy, set in its environment whatever "
+        "yours says (default: 1, so a time limit means the same on every machine)",
+    )
     p.add_argument(
         "--min-accuracy",
         type=_accuracy,

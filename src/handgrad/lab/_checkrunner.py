@@ -1,9 +1,10 @@
 """The checker's child process: drives a learner's ``NeuralNetwork`` on a small batch.
 
 Started by :mod:`handgrad.lab.checker` as ``python -m handgrad.lab._checkrunner
-CONFIG_JSON``, in the grader's sandbox (:mod:`handgrad.lab._sandbox`: NumPy and
-the standard library only, memory capped, killed past the time limit). It
-reports one JSON line per finding on its private pipe, then ``{"event": "done"}``.
+CONFIG_JSON``, under the grader's import rules and limits
+(:mod:`handgrad.lab._sandbox`: NumPy and the standard library only, memory capped,
+killed past the time limit) but not isolated: it runs as the caller. It reports
+one JSON line per finding on its private pipe, then ``{"event": "done"}``.
 
 Every probe starts from a fresh instance with a state the checker chose
 (:func:`handgrad.lab._diagnose.make_probe`) written into the learner's own
@@ -25,6 +26,7 @@ import numpy as np
 from handgrad.lab import _diagnose as D
 from handgrad.lab._contract import PARAMETERS, signature_problem, weights_problem
 from handgrad.lab._gradients import step_findings
+from handgrad.lab._isolate import start_reaper
 from handgrad.lab._learner import Learner, OutOfTime, Stop
 from handgrad.lab._sandbox import confine, emit, sandbox
 from handgrad.lab.findings import Finding, bug, note, ok
@@ -246,6 +248,7 @@ def _out_of_time(signum: int, frame: Any) -> None:
 def main() -> None:
     cfg = json.loads(sys.argv[1])
     out = confine(cfg)
+    start_reaper(None)  # lab check SIGKILLed: the file's processes die with it
     warnings.simplefilter("ignore")  # overflow warnings are what the probes look for
     np.seterr(all="ignore")
     shown = cfg.get("shown") or cfg["path"]

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from handgrad.lab._procs import HAVE_PROC, child_processes, kill_all, memory_mb
+from handgrad.lab._procs import HAVE_PROC, family, kill_all, memory_mb
 
 #: Signs in the child's last words that an allocation failed under the memory cap.
 _OUT_OF_MEMORY = ("MemoryError", "Cannot allocate memory", "out of memory", "bad_alloc")
@@ -188,10 +188,11 @@ def run_child(
             writer = threading.Thread(target=_feed, args=(proc.stdin, payload), daemon=True)
             writer.start()
         end = ChildEnd(code=0, timed_out=False, tail=[])
+        seen: dict[int, int] = {}  # every process of the child's, by pid and start time
         try:
-            _supervise(proc, read_fd, time_limit, take, uid, memory_limit_mb, max_line, end)
+            _supervise(proc, read_fd, time_limit, take, uid, memory_limit_mb, max_line, end, seen)
         finally:
-            kill_all(proc.pid, uid)  # whatever the submission started dies with it
+            kill_all(proc.pid, uid, seen)  # whatever the submission started dies with it
             maxrss = _reap(proc)
             if maxrss is not None:
                 end.peak_mb = max(end.peak_mb or 0.0, maxrss)
@@ -222,8 +223,12 @@ def _supervise(
     memory_limit_mb: float | None,
     max_line: int,
     end: ChildEnd,
+    seen: dict[int, int],
 ) -> None:
-    """Read the child's report until it exits, breaks a rule, or its time is up."""
+    """Read the child's report until it exits, breaks a rule, or its time is up.
+
+    ``seen`` gathers every process found to be the child's, for :func:`kill_all`.
+    """
     assert proc.stderr is not None
     err_fd = proc.stderr.fileno()
     sel = selectors.DefaultSelector()
@@ -274,7 +279,9 @@ def _supervise(
                 return  # all read, or a process that escaped us holds a pipe open
             if now >= next_poll and HAVE_PROC:
                 next_poll = now + _POLL
-                pids = child_processes(proc.pid, uid)
+                found = family(proc.pid, uid)
+                seen.update(found)
+                pids = list(found)
                 held = memory_mb(pids)
                 end.processes = max(end.processes, len(pids))
                 end.peak_mb = max(end.peak_mb or 0.0, held)
@@ -282,7 +289,7 @@ def _supervise(
                     end.memory_exceeded = held
                     return
             if drain_until is None and _exited(proc):
-                kill_all(proc.pid, uid)
+                kill_all(proc.pid, uid, seen)
                 drain_until = time.monotonic() + 2.0
             reads()
     except ProtocolViolation as exc:

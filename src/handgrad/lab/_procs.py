@@ -2,12 +2,14 @@
 
 On Linux the parent reads ``/proc`` itself, so neither the count nor the memory
 rests on the child's word. The child's processes are the child, every process
-descended from it, every process still in its process group or session (an
-orphan keeps those), and, when the child runs as a user id of its own
-(:mod:`handgrad.lab._isolate`), every process of that user id, which finds even
-a process that started a session of its own and whose parent has exited.
-Elsewhere only the child's process group is known, and its memory is what
-``wait4`` says of the largest process.
+descended from it (the child adopts its descendants' orphans, so a process
+whose parent has exited is one of them while the child lives), every process
+still in its process group or session (an orphan keeps those), and, when the
+child runs as a user id of its own (:mod:`handgrad.lab._isolate`), every
+process of that user id. A process is known by its pid and its start time, so
+that one seen earlier is killed at the end even after the child has exited, and
+a later process given the same pid never is. Elsewhere only the child's process
+group is known, and its memory is what ``wait4`` says of the largest process.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class _Proc:
     pgrp: int
     session: int
     uid: int
+    start: int  # clock ticks after boot: with the pid, names one process, never a later one
 
 
 def _read(pid: int) -> _Proc | None:
@@ -47,15 +50,18 @@ def _read(pid: int) -> _Proc | None:
     try:
         if fields[0] in (b"Z", b"X"):  # exited, waiting to be reaped: nothing left to count or kill
             return None
-        return _Proc(pid, int(fields[1]), int(fields[2]), int(fields[3]), uid)
+        return _Proc(pid, int(fields[1]), int(fields[2]), int(fields[3]), uid, int(fields[19]))
     except (IndexError, ValueError):
         return None
 
 
-def child_processes(root: int, uid: int | None) -> list[int]:
-    """The pids of ``root`` and of every process that belongs to it (see the module doc)."""
+def family(root: int, uid: int | None) -> dict[int, int]:
+    """``{pid: start time}`` of ``root`` and of every process that belongs to it (module doc).
+
+    ``root`` is left out once it has exited; elsewhere than Linux, it is all there is.
+    """
     if not HAVE_PROC:
-        return [root]
+        return {root: 0}
     table = {}
     for name in os.listdir(_PROC):
         if name.isdigit():
@@ -75,7 +81,12 @@ def child_processes(root: int, uid: int | None) -> list[int]:
             if pid not in own:
                 own.add(pid)
                 todo.append(pid)
-    return sorted(own)
+    return {pid: table[pid].start for pid in sorted(own) if pid in table}
+
+
+def child_processes(root: int, uid: int | None) -> list[int]:
+    """The pids of ``root`` and of every process that belongs to it (see the module doc)."""
+    return sorted({root, *family(root, uid)})
 
 
 def memory_mb(pids: list[int]) -> float:
@@ -105,9 +116,35 @@ def memory_mb(pids: list[int]) -> float:
     return total_kb / 1024
 
 
-def kill_all(root: int, uid: int | None) -> None:
-    """SIGKILL the child's group and every process that belongs to it, until none is left."""
+def _same(pid: int, start: int) -> bool:
+    """Is the process ``pid`` that started at ``start`` still running (not a later one)?"""
+    proc = _read(pid)
+    return proc is not None and proc.start == start
+
+
+def kill_all(root: int, uid: int | None, seen: dict[int, int] | None = None) -> None:
+    """SIGKILL the child's group and every process that belongs to it, until none is left.
+
+    ``seen``: ``{pid: start time}`` of processes that belonged to it earlier
+    (:func:`family`): once the child has exited, an orphan it had adopted (its
+    parent gone, in a session of its own) is nobody's descendant any more.
+    """
+    known = dict(seen or {})
+    try:  # stopped, not dead: the orphans it adopted stay its children while the rest die
+        os.kill(root, signal.SIGSTOP)
+    except (ProcessLookupError, PermissionError):
+        pass
     for _ in range(50):  # a process that forks as fast as we kill is still caught
+        known.update(family(root, uid))
+        left = [pid for pid, start in known.items() if pid != root and _same(pid, start)]
+        if not HAVE_PROC or not left:
+            break
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+    for _ in range(50):
         for kill, target in ((os.killpg, root), (os.kill, root)):  # root: our unreaped child
             try:
                 kill(target, signal.SIGKILL)

@@ -254,8 +254,7 @@ def run(cfg: dict[str, Any], out: TextIO, data: tuple[np.ndarray, ...], source: 
 def main() -> None:
     cfg = json.loads(sys.argv[1])
     out = confine(cfg)
-    if cfg.get("isolate"):
-        start_reaper(cfg["isolate"]["uid"])
+    start_reaper(cfg["isolate"]["uid"] if cfg.get("isolate") else None)
     try:
         data = receive_data(sys.stdin.buffer, cfg["sizes"])
     except (EOFError, OSError) as exc:

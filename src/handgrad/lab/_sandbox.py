@@ -2,9 +2,10 @@
 
 Both children, the grader's (:mod:`handgrad.lab._runner`) and the checker's
 (:mod:`handgrad.lab._checkrunner`), call :func:`confine` first (standard output
-to standard error, no core files, an address-space cap) and :func:`sandbox`
-just before executing the submission: it forgets every module that is neither
-NumPy nor the standard library and refuses to import new ones. The import hook
+to standard error, no core files, an address-space cap, death with the parent,
+the orphans of its descendants adopted) and :func:`sandbox` just before
+executing the submission: it forgets every module that is neither NumPy nor the
+standard library and refuses to import new ones. The import hook
 is a rule for honest code, not a wall: what holds against a submission that sets
 out to cheat is in "The grader" in ``docs/lab.md``.
 """
@@ -162,12 +163,14 @@ def confine(cfg: dict[str, Any]) -> TextIO:
 
     File descriptor 1 then points at standard error, so whatever the submission
     prints never reaches the parent as a result. On Linux this process is killed
-    when the parent dies, even by SIGKILL (``PR_SET_PDEATHSIG``).
+    when the parent dies, even by SIGKILL (``PR_SET_PDEATHSIG``), and adopts the orphans
+    of its descendants (``PR_SET_CHILD_SUBREAPER``), so that the parent still counts them.
     """
-    from handgrad.lab._isolate import die_with_parent
+    from handgrad.lab._isolate import adopt_orphans, die_with_parent
 
     if "parent_pid" in cfg:
         die_with_parent(int(cfg["parent_pid"]))
+    adopt_orphans()
     out = os.fdopen(int(cfg["result_fd"]), "w")
     os.set_inheritable(out.fileno(), False)
     sys.stdout.flush()

@@ -1,11 +1,13 @@
 """``handgrad lab check``: name the classic bugs in a learner's lab file, in seconds.
 
-The file runs in a child process (:mod:`handgrad.lab._checkrunner`) inside the
-grader's sandbox: NumPy and the standard library only, its address space capped,
-its whole process group killed past the time limit. The child drives
-``NeuralNetwork`` on a batch of 16 random images and reports what it found, one
-:class:`~handgrad.lab.findings.Finding` per line; this process prints them.
-What the check can and cannot conclude is in ``docs/lab.md``.
+The file runs in a child process (:mod:`handgrad.lab._checkrunner`) under the
+grader's import rules and limits (:mod:`handgrad.lab._sandbox`): NumPy and the
+standard library only, its address space capped, its processes killed past the
+time limit. Unlike the grader's child it is never isolated, not even as root: it
+runs as the caller, a guard against honest mistakes, not against hostile code.
+The child drives ``NeuralNetwork`` on a batch of 16 random images and reports
+what it found, one :class:`~handgrad.lab.findings.Finding` per line; this
+process prints them. What the check can and cannot conclude is in ``docs/lab.md``.
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ the validation and test images, the latter two in an order drawn in secret; the
 child sends back probabilities and predictions, which this process checks and
 scores against labels the child never receives. Where the machine allows it
 (Linux, the grader run as root) the child also runs as a user id of its own, in
-a mount namespace where the MNIST files are hidden (:mod:`handgrad.lab._isolate`).
+a mount namespace where the MNIST files and the git work tree around handgrad
+(a checkout's ``.git`` holds them too) are hidden (:mod:`handgrad.lab._isolate`).
 What holds, and what does not, is in "The grader" in ``docs/lab.md``.
 """
 
@@ -102,6 +103,22 @@ def isolation_available() -> bool:
     return ISOLATE and sys.platform.startswith("linux") and os.geteuid() == 0
 
 
+#: What each field of the child's report holds: a refusal says what it expected in words.
+_FIELDS = {
+    "isolation": "how the child is isolated",
+    "epoch": "the epoch's number",
+    "train_loss": "the training loss",
+    "val_probs": "the validation probabilities",
+    "predictions": "the test predictions",
+    "reason": "the reason",
+}
+
+
+def _missing(event: str, key: object) -> str:
+    what = _FIELDS.get(str(key), "a field")
+    return f"expected {what}, {str(key)!r}, in each {event} line; this one has none"
+
+
 def _refuse(detail: str) -> ProtocolViolation:
     return ProtocolViolation(
         f"the grader's result pipe carried something it did not send ({detail}); "
@@ -129,9 +146,11 @@ class _Scorer:
     def take(self, line: bytes) -> None:
         try:
             record = json.loads(line)
-            event = record.pop("event")
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise _refuse(f"not a report line: {exc}") from None
+        except ValueError:
+            record = None
+        if not isinstance(record, dict) or not isinstance(record.get("event"), str):
+            raise _refuse(f"expected a JSON report line with an 'event'; got {bytes(line[:60])!r}")
+        event = record.pop("event")
         if self.done or (self.ready_at is None and event != "ready"):
             raise _refuse(f"a {event!r} line out of order")
         try:
@@ -146,7 +165,9 @@ class _Scorer:
                 self._done(record)
             else:
                 raise ValueError(f"unexpected event {event!r}")
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        except KeyError as exc:
+            raise _refuse(_missing(event, exc.args[0])) from None
+        except (ValueError, TypeError, AttributeError) as exc:
             raise _refuse(str(exc)[:200]) from None
 
     def _ready(self, record: dict[str, Any]) -> None:
@@ -232,9 +253,15 @@ def grade(
     seed: int = 0,
     data_dir: str | Path | None = None,
     min_accuracy: float = 0.85,
+    threads: int = 1,
     out: IO[str] | None = None,
 ) -> GradeResult:
     """Grade the submission at ``path``; print the table to ``out`` (None: silent).
+
+    ``threads``: the BLAS threads of the submission's NumPy (``OPENBLAS_NUM_THREADS``,
+    ``OMP_NUM_THREADS`` and ``MKL_NUM_THREADS`` in its environment, whatever this
+    process has): one by default, the same on every machine, so that a time limit
+    means the same; a lab's own grader may use more.
 
     Raises ValueError for arguments that make no sense, FileNotFoundError when
     there is no file; everything the submission does wrong is a failed result.
@@ -248,6 +275,8 @@ def grade(
     _check_arguments(
         time_limit, memory_mb, epochs, batch_size, train_size, val_fraction, seed, min_accuracy
     )
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+        raise ValueError(f"threads must be a positive int, got {threads!r}")
     try:
         data = load_mnist(data_dir)
         hide = _mnist_places(data_dir)
@@ -270,7 +299,8 @@ def grade(
     if out is not None:
         print(
             f"training on {len(train_idx)} images, validating on {len(val_idx)}, "
-            f"testing on {len(scorer.y_test)}",
+            f"testing on {len(scorer.y_test)}; NumPy's BLAS on {threads} "
+            f"thread{'s' if threads > 1 else ''}",
             file=out,
             flush=True,
         )
@@ -286,11 +316,13 @@ def grade(
         "isolate": isolate,
     }
     longest = max(len(val_idx) * 10 * PROBS_BYTES, len(scorer.y_test) * 8) * 4 // 3
+    blas = {v: str(threads) for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     end = run_child(
         "handgrad.lab._runner",
         cfg,
         time_limit,
         scorer.take,
+        blas,
         payload=[a.data.cast("B") for a in payload if a.size],
         uid=uid if isolate else None,
         memory_limit_mb=memory_mb,
