@@ -43,3 +43,27 @@ def test_docstring_examples_run(module_name: str) -> None:
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0, module_name
     assert result.failed == 0, f"{module_name}: {result.failed} failing example(s)"
+
+
+TEST_REF = re.compile(r"`(tests/[\w/]+\.py)::(\w+)(?:\[[^\]`]*\])?`")
+
+
+def test_robustness_table_names_tests_that_exist() -> None:
+    """docs/robustness.md pairs every fault with the test that checks it: each row
+    names at least one test, and each named test is a function in that file."""
+    root = DOCS.parent
+    rows = [
+        line
+        for line in (DOCS / "robustness.md").read_text(encoding="utf-8").splitlines()
+        if line.startswith("| ") and not line.startswith("| Fault") and "---" not in line
+    ]
+    assert len(rows) >= 40, len(rows)
+    missing = []
+    for row in rows:
+        refs = TEST_REF.findall(row.rsplit(" | ", 1)[-1])
+        assert refs, f"a row names no test: {row[:100]}"
+        for path, name in refs:
+            source = (root / path).read_text(encoding="utf-8")
+            if not re.search(rf"^(async )?def {name}\(", source, re.MULTILINE):
+                missing.append(f"{path}::{name}")
+    assert not missing, missing
