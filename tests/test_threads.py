@@ -101,6 +101,21 @@ def test_the_context_manager_sets_both_and_restores_them(two_blas_threads: None)
     assert not _threads._chosen["blas"] and not _threads._chosen["pool"]
 
 
+def test_fit_inside_the_context_manager_keeps_its_threads(
+    no_env: None, two_blas_threads: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``with handgrad.threads(1): fit(...)`` trains on one thread: fit's default (a
+    handgrad thread per core for a CNN) once replaced the block's choice."""
+    monkeypatch.setattr(_parallel, "available_cpus", lambda: 3)
+    lenet = build_lenet((28, 28), 10, rng=0)
+    with handgrad.threads(1, lenet):
+        assert _fit(lenet, np.zeros((32, 1, 28, 28), np.float32)) == [(1, 1)]
+    mlp = build_mlp(784, [8], 10, rng=0)
+    with handgrad.threads(2, mlp):
+        assert _fit(mlp, np.zeros((64, 784), np.float32)) == [(2, 1)]
+    assert not _threads._chosen["blas"] and not _threads._chosen["pool"]
+
+
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
 def test_bad_thread_counts_are_refused(bad: Any) -> None:
     with pytest.raises(ValueError, match="threads must be a positive int"):
@@ -109,3 +124,23 @@ def test_bad_thread_counts_are_refused(bad: Any) -> None:
     model = build_mlp(4, [3], 2, rng=0)
     with pytest.raises(ValueError, match="threads must be a positive int"):
         _fit(model, np.zeros((8, 4), np.float32), threads=bad)
+
+
+@pytest.mark.parametrize(("given", "expected"), [([], 1), (["--threads", "2"], 2)])
+def test_the_command_lines_threads_are_the_ones_training_runs_on(
+    small_mnist: Any, no_env: None, two_blas_threads: None, monkeypatch: pytest.MonkeyPatch,
+    given: list[str], expected: int,
+) -> None:  # fmt: skip
+    """``--threads 2`` must reach the training steps: fit's own default (one BLAS thread
+    for an MLP) once replaced it, and ``handgrad train --threads 2`` trained on one."""
+    from handgrad.callbacks import ProgressBar
+    from handgrad.cli import main
+
+    seen: set[int | None] = set()
+    monkeypatch.setattr(
+        ProgressBar, "on_train_batch_end", lambda self, b, logs: seen.add(_blas.blas_threads())
+    )
+    argv = ["train", "--data-dir", str(small_mnist), "--epochs", "1", "--no-save", "-q"]
+    assert main([*argv, *given]) == 0
+    assert seen == {expected}
+    assert _blas.blas_threads() == 2 and not _threads._chosen["blas"]

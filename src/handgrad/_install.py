@@ -21,6 +21,9 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "progress": ("tqdm",),
     "plots": ("matplotlib",),
     "cli": ("tqdm", "matplotlib", "pillow"),
+    "onnx": ("onnx",),
+    "sweep": ("optuna",),
+    "sklearn": ("scikit-learn",),
 }
 
 #: ``pip install "handgrad[EXTRA]"`` as written in messages, for :func:`fix_hints`.

@@ -104,25 +104,32 @@ def default_threads(model: Any) -> tuple[int | None, int | None]:
 @contextlib.contextmanager
 def threads(n: int | None = None, model: Any = None) -> Iterator[tuple[int | None, int]]:
     """Within the block, compute on ``n`` threads as :func:`plan` splits them for
-    ``model`` (an MLP when None); the counts before come back after it. Yields
-    ``(BLAS threads or None, handgrad threads)`` as set."""
-    with _applied(plan(n, model is not None and is_convolutional(model))) as now:
-        yield now
+    ``model`` (an MLP when None), ``fit`` included (its default gives way to them);
+    the counts before come back after it. Yields ``(BLAS threads or None, handgrad
+    threads)`` as set."""
+    counts = plan(n, model is not None and is_convolutional(model))
+    chosen = dict(_chosen)
+    with _applied(counts) as now:
+        _chosen.update(blas=chosen["blas"] or n is not None, pool=chosen["pool"] or n is not None)
+        try:
+            yield now
+        finally:
+            _chosen.update(chosen)
 
 
 @contextlib.contextmanager
 def _applied(counts: tuple[int | None, int | None]) -> Iterator[tuple[int | None, int]]:
     """Set ``(BLAS, handgrad)`` thread counts (None: leave it), restore them after,
     without marking them as the user's choice."""
-    blas, pool = counts
     before = (_blas.blas_threads(), _parallel.get_num_threads())
+    blas, pool = (None if n == now else n for n, now in zip(counts, before, strict=True))
     try:
         if blas is not None:
             _blas.set_blas_threads(blas)
         if pool is not None:
             _parallel.set_num_threads(pool)
         yield _blas.blas_threads(), _parallel.get_num_threads()
-    finally:
+    finally:  # only what this block changed goes back
         if blas is not None and before[0] is not None:
             _blas.set_blas_threads(before[0])
         if pool is not None:

@@ -11,9 +11,11 @@ non-finite loss ends with exit code 1.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
 
@@ -156,6 +158,14 @@ def build_parser() -> argparse.ArgumentParser:
     from handgrad.cli.study import add_study_parser
 
     add_study_parser(sub)
+
+    from handgrad.cli.sweep import add_sweep_parser
+
+    add_sweep_parser(sub)
+
+    from handgrad.cli.export import add_export_parser
+
+    add_export_parser(sub)
     return parser
 
 
@@ -195,8 +205,9 @@ def _error_message(exc: BaseException) -> str:
 
 
 def _set_threads(threads: int | None, model: str) -> tuple[int | None, int]:
-    """Set the threads of the run; return what to restore: ``(BLAS threads or None,
-    handgrad threads)``.
+    """Set the threads of the run as ``handgrad.threads`` splits them
+    (:func:`handgrad._threads.plan`); return what to restore: ``(BLAS threads or
+    None, handgrad threads)``.
 
     An MLP's work is its matrix products, so its threads are BLAS's: ``threads``,
     else 1 unless the environment sets them. A convolutional network runs on
@@ -204,19 +215,31 @@ def _set_threads(threads: int | None, model: str) -> tuple[int | None, int]:
     thread: ``threads``, else every CPU this process may use.
     """
     from handgrad._blas import blas_threads, set_blas_threads
-    from handgrad._parallel import available_cpus, get_num_threads, set_num_threads
+    from handgrad._parallel import get_num_threads, set_num_threads
+    from handgrad._threads import plan
 
-    before = (blas_threads(), get_num_threads())
-    if model != "mlp":
-        set_num_threads(threads or available_cpus())
-        set_blas_threads(1)
-        return before
-    if threads is None:
-        if any(os.environ.get(v) for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")):
-            return (None, before[1])
-        threads = 1
-    set_blas_threads(threads)
+    blas, pool = plan(threads, convolutional=model != "mlp")
+    before = (None if blas is None else blas_threads(), get_num_threads())
+    if blas is not None:
+        set_blas_threads(blas)
+    if pool is not None:
+        set_num_threads(pool)
     return before
+
+
+@contextlib.contextmanager
+def _threads_chosen(given: bool) -> Iterator[None]:
+    """``--threads`` given: the counts set for the command are the user's choice, which
+    ``fit`` (in a study, a sweep, training) keeps instead of its default."""
+    from handgrad import _threads
+
+    before = dict(_threads._chosen)
+    if given:
+        _threads._chosen.update(blas=True, pool=True)
+    try:
+        yield
+    finally:
+        _threads._chosen.update(before)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -230,8 +253,10 @@ def main(argv: list[str] | None = None) -> int:
     # run small dense products, as an MLP does
     network = args.model if args.command in ("train", "kaggle") else "mlp"
     restore = _set_threads(args.threads, network) if "threads" in args else None
+    chosen = _threads_chosen(getattr(args, "threads", None) is not None)
     try:
-        return int(args.func(args))
+        with chosen:
+            return int(args.func(args))
     except (CommandError, ValueError, OSError, MemoryError, ImportError) as exc:
         # Anything else is a bug in handgrad and keeps its traceback.
         if os.environ.get("HANDGRAD_DEBUG", "") not in ("", "0"):
