@@ -12,8 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from handgrad._argtypes import fraction, non_negative_int, output_dir_problem, positive_int
-from handgrad.cli._common import CommandError, check_output_file, require
+from handgrad._argtypes import fraction, non_negative_int, positive_int
+from handgrad.cli._common import CommandError, check_output_file, check_outputs
 
 SWEEP_EPILOG = """\
 examples:
@@ -198,13 +198,7 @@ def _space(args: argparse.Namespace) -> Any:
 def _check_outputs(args: argparse.Namespace) -> None:
     if args.output is None:
         args.output = Path(f"{args.study_name}-best.npz")
-    if not args.no_save:
-        check_output_file(args.output, "--output")
-    if args.plots is not None:
-        problem = output_dir_problem(args.plots)
-        if problem:
-            raise CommandError(f"--plots {args.plots}: {problem}")
-        require("matplotlib", "matplotlib", "--plots")
+    check_outputs(args)  # --output and --plots, as handgrad train checks them
     if "://" not in args.storage:
         check_output_file(Path(args.storage), "--storage", "handgrad-sweep.journal")
 
