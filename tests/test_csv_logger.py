@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 
@@ -81,3 +82,25 @@ def test_each_row_is_on_disk_when_its_epoch_ends(tmp_path: Path) -> None:
 
     _train(CSVLogger(path), extra=(Reader(),))
     assert seen == [2, 3, 4]
+
+
+def test_a_file_that_cannot_be_written_is_refused_before_training(tmp_path: Path) -> None:
+    """It used to fail when the first epoch ended, naming a hidden temp file."""
+
+    class Recorder(Callback):
+        steps = 0
+
+        def on_train_batch_end(self, batch: int, logs: dict[str, float]) -> None:
+            self.steps += 1
+
+    model = nn.Sequential(nn.Linear(4, 3, rng=0))
+    data = (np.zeros((8, 4), np.float32), np.zeros(8, np.int64))
+    for target, message in [
+        (tmp_path / "nodir" / "log.csv", "the directory .*nodir does not exist"),
+        (tmp_path, "is a directory; give a file name such as"),
+    ]:
+        seen = Recorder()
+        with pytest.raises(ValueError, match=f"CSVLogger: {re.escape(str(target))}: {message}"):
+            fit(model, nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=0.1), data,
+                epochs=1, callbacks=[seen, CSVLogger(target)], verbose=0)  # fmt: skip
+        assert seen.steps == 0

@@ -166,6 +166,10 @@ def test_a_one_cycle_for_other_steps_is_refused_before_the_first_step() -> None:
         _fit(model, scheduler=_one_cycle(469), scheduler_interval="batch")
     with pytest.raises(ValueError, match="steps_per_epoch=6, but fit takes 7"):
         _fit(model, scheduler=_one_cycle(6), scheduler_interval="batch")
+    # built for steps but stepped once an epoch (the default interval): it would stay
+    # near its starting rate for the whole run
+    with pytest.raises(ValueError, match="built for 7 steps an epoch but would be stepped once"):
+        _fit(model, scheduler=_one_cycle(7))
     assert _same(model, _model()) and before.keys() == model.state_dict().keys()
 
 
@@ -213,8 +217,10 @@ def test_reduce_on_plateau_misuse_is_refused_up_front() -> None:
         _fit(scheduler=plateau())
     with pytest.raises(ValueError, match="scheduler_interval='epoch'"):
         _fit(scheduler=plateau(), scheduler_interval="batch", validation_split=0.2)
-    with pytest.raises(KeyError, match="scheduler_monitor='val_acc' is not among"):
-        _fit(scheduler=plateau(), scheduler_monitor="val_acc", validation_split=0.2)
+    model = _model()  # a mistyped metric is refused before the first step, too
+    with pytest.raises(ValueError, match="scheduler_monitor='val_acc' is not a metric fit logs"):
+        _fit(model, scheduler=plateau(), scheduler_monitor="val_acc", validation_split=0.2)
+    assert _same(model, _model())
     _, history = _fit(scheduler=plateau(mode="max", patience=0), scheduler_monitor="accuracy")
     assert len(history["lr"]) == 3
 

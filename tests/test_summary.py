@@ -69,6 +69,17 @@ def test_the_model_is_left_as_it_was() -> None:
     assert model[1]._cache is None and model[3][1]._cache is None  # no batch kept
     model.forward(x)  # and it still trains
     model.backward(np.ones((5, 3), np.float32))
+    # between a forward and its backward too: the last forward's caches are kept
+    model.eval()  # (no dropout masks: the two passes compute the same)
+    model.zero_grad()
+    model.forward(x)
+    model.backward(np.ones((5, 3), np.float32))
+    grads = [p.grad.copy() for p in model.parameters()]
+    model.zero_grad()
+    model.forward(x)
+    model.summary(12)
+    model.backward(np.ones((5, 3), np.float32))
+    assert all(np.array_equal(g, p.grad) for g, p in zip(grads, model.parameters(), strict=True))
 
 
 def test_long_names_stay_inside_80_columns_and_print_fn_gets_the_text() -> None:

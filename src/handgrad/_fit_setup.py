@@ -113,11 +113,24 @@ def check_scheduler(
                 f"ReduceLROnPlateau monitors {monitor!r} but fit has no validation data: "
                 "pass val= or validation_split=, or scheduler_monitor='loss'"
             )
+        logged = {"loss", "accuracy", "lr"} | ({"val_loss", "val_accuracy"} if has_val else set())
+        if monitor not in logged:
+            raise ValueError(
+                f"ReduceLROnPlateau: scheduler_monitor={monitor!r} is not a metric fit logs "
+                f"(one of {', '.join(sorted(logged))})"
+            )
         return
     total = getattr(scheduler, "total_steps", None)
-    if interval != "batch" or not isinstance(total, int):
+    if not isinstance(total, int):
         return
     own = getattr(scheduler, "steps_per_epoch", None)
+    if interval != "batch":
+        if own is not None:  # built with steps_per_epoch: a schedule of steps, not epochs
+            raise ValueError(
+                f"{name} was built for {own} steps an epoch but would be stepped once per "
+                "epoch: pass scheduler_interval='batch'"
+            )
+        return
     if own is not None and own != steps_per_epoch:
         raise ValueError(
             f"{name} was built with steps_per_epoch={own}, but fit takes {steps_per_epoch} "

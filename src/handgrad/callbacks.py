@@ -353,6 +353,12 @@ class CSVLogger(Callback):
         self._resume: dict[str, Any] | None = None
 
     def on_train_begin(self) -> None:
+        from handgrad._argtypes import output_file_problem
+
+        # before the first epoch trains, not when its row is written
+        problem = output_file_problem(self.filename, "log.csv")
+        if problem:
+            raise ValueError(f"CSVLogger: {self.filename}: {problem}")
         self.keys, self.rows, self._resume = None, 0, None
 
     def state_dict(self) -> dict[str, Any]:

@@ -4,8 +4,9 @@
 Each row is a layer: its path (a nested ``Sequential``'s layers as ``"2.0"``, ``"2.1"``),
 its type, the shape of its output for a batch of the given input shape, and its
 parameter count. Shapes come from one forward pass of a two-sample batch of zeros in
-evaluation mode; the model ends as it was (each module's mode restored, the pass's
-caches cleared, no random numbers drawn, no running statistics updated).
+evaluation mode, on a copy of the model: the model itself is left as it was (its
+modes, its weights and running statistics, its generators, and what its last forward
+kept, so a backward may still follow it).
 
 >>> from handgrad import nn
 >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3, rng=0), nn.ReLU(),
@@ -27,13 +28,14 @@ Non-trainable params: 4 (24 B)
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from handgrad.nn.module import Module, Sequential
+from handgrad.nn.module import _CACHE_ATTRIBUTES, Module, Sequential
 
 WIDTH = 80  # the table fits a terminal of 80 columns
 SAMPLES = 2  # batch norm without running statistics needs more than one value a channel
@@ -85,6 +87,17 @@ def _walk(module: Module, path: str, x: np.ndarray, rows: list[_Row]) -> np.ndar
     return np.asarray(out)
 
 
+def _probe(model: Module) -> Module:
+    """A copy of ``model`` for one forward, without copying what its last forward kept."""
+    memo: dict[int, Any] = {}
+    for module in model.modules():
+        for name in (*_CACHE_ATTRIBUTES, "_fused", "_scratch"):
+            value = module.__dict__.get(name)
+            if value is not None:
+                memo[id(value)] = {} if name in ("_fused", "_scratch") else None
+    return copy.deepcopy(model, memo)
+
+
 def _size(nbytes: int) -> str:
     value, unit = float(nbytes), "B"
     for bigger in ("KiB", "MiB", "GiB"):
@@ -133,15 +146,10 @@ def summary(
     if any(d < 1 for d in shape):
         raise ValueError(f"summary: input_shape must hold positive sizes, got {shape}")
     dtype = next((p.dtype for p in model.parameters()), np.dtype(np.float32))
-    modes = [(m, m.training) for m in model.modules()]
     rows: list[_Row] = []
-    try:
-        model.eval()
-        _walk(model, "", np.zeros((SAMPLES, *shape), dtype=dtype), rows)
-    finally:
-        for m, mode in modes:
-            object.__setattr__(m, "training", mode)
-        model.clear_cache()
+    # The shapes come from a copy: the model keeps its mode, its caches (a backward
+    # may still follow its last forward) and its generators' states.
+    _walk(_probe(model).eval(), "", np.zeros((SAMPLES, *shape), dtype=dtype), rows)
     trainable, trainable_bytes, frozen, buffer_bytes = _counts(model)
 
     head = ("Layer (type)", "Output shape", "Param #")
