@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 
 import handgrad.studies
-from handgrad import get_blas_threads, set_blas_threads
 from handgrad.cli import main
 from handgrad.studies import Report
 
@@ -20,11 +19,8 @@ from handgrad.studies import Report
 @pytest.fixture(scope="module", autouse=True)
 def one_blas_thread() -> Iterator[None]:
     """Small matrix products on a busy machine: one BLAS thread, as `handgrad study` uses."""
-    before = get_blas_threads()
-    set_blas_threads(1)
-    yield
-    if before:
-        set_blas_threads(before)
+    with handgrad.threads(1):  # restored after the module, not kept as a user's choice
+        yield
 
 
 def run_command(name: str, out: Path, *args: str) -> tuple[Report, str]:

@@ -41,8 +41,11 @@ def _fit(model: Any, x: np.ndarray, **kwargs: Any) -> list[tuple[int | None, int
 
 @pytest.fixture
 def no_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No thread count chosen by the environment or by an earlier call."""
     for var in _threads.BLAS_ENV:
         monkeypatch.delenv(var, raising=False)
+    monkeypatch.setitem(_threads._chosen, "blas", False)
+    monkeypatch.setitem(_threads._chosen, "pool", False)
 
 
 @pytest.fixture
@@ -89,7 +92,9 @@ def test_threads_the_user_chose_are_kept(
     assert _fit(build_mlp(784, [8], 10, rng=0), x) == [(2, 1)]
 
 
-def test_the_context_manager_sets_both_and_restores_them(two_blas_threads: None) -> None:
+def test_the_context_manager_sets_both_and_restores_them(
+    no_env: None, two_blas_threads: None
+) -> None:
     lenet, mlp = build_lenet((28, 28), 10, rng=0), build_mlp(4, [3], 2, rng=0)
     with handgrad.threads(3, lenet) as counts:
         assert counts == (1, 3) == (_blas.blas_threads(), _parallel.get_num_threads())
@@ -113,6 +118,9 @@ def test_fit_inside_the_context_manager_keeps_its_threads(
     mlp = build_mlp(784, [8], 10, rng=0)
     with handgrad.threads(2, mlp):
         assert _fit(mlp, np.zeros((64, 784), np.float32)) == [(2, 1)]
+    # a block without a model chose BLAS threads: a CNN in it still gets its own default
+    with handgrad.threads(2):
+        assert _fit(lenet, np.zeros((32, 1, 28, 28), np.float32)) == [(1, 3)]
     assert not _threads._chosen["blas"] and not _threads._chosen["pool"]
 
 
@@ -144,3 +152,22 @@ def test_the_command_lines_threads_are_the_ones_training_runs_on(
     assert main([*argv, *given]) == 0
     assert seen == {expected}
     assert _blas.blas_threads() == 2 and not _threads._chosen["blas"]
+
+
+def test_the_command_lines_default_is_the_environments_alone(
+    small_mnist: Any, no_env: None, two_blas_threads: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``handgrad train`` documents its default by the environment: a call to
+    ``handgrad.set_blas_threads`` earlier in the process (a notebook, a test) does not
+    change what the command runs on."""
+    from handgrad.callbacks import ProgressBar
+    from handgrad.cli import main
+
+    handgrad.set_blas_threads(2)
+    seen: set[int | None] = set()
+    monkeypatch.setattr(
+        ProgressBar, "on_train_batch_end", lambda self, b, logs: seen.add(_blas.blas_threads())
+    )
+    argv = ["train", "--data-dir", str(small_mnist), "--epochs", "1", "--no-save", "-q"]
+    assert main(argv) == 0
+    assert seen == {1} and _blas.blas_threads() == 2

@@ -36,6 +36,8 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
+
 from handgrad import _blas, _parallel
 
 #: Environment variables that set BLAS's threads before NumPy loads.
@@ -79,20 +81,25 @@ def is_convolutional(model: Any) -> bool:
     return any(isinstance(m, (Conv2d, _Pool2d)) for m in modules)
 
 
-def plan(n: int | None, convolutional: bool) -> tuple[int | None, int | None]:
+def plan(
+    n: int | None, convolutional: bool, keep_chosen: bool = True
+) -> tuple[int | None, int | None]:
     """``(BLAS threads, handgrad threads)`` for a run; None: leave that one as it is.
 
     ``n`` given: a convolutional network gets ``n`` handgrad threads and one BLAS
     thread, an MLP ``n`` BLAS threads and one handgrad thread. ``n`` None: the
-    default of the module doc, which keeps threads the user chose.
+    default of the module doc, which keeps threads the user chose (the environment's
+    always; with ``keep_chosen``, those set through this module's setters too: the
+    command line documents its default by the environment alone).
     """
     if n is not None:
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
             raise ValueError(f"threads must be a positive int or None, got {n!r}")
+        n = int(n)
         return (1, n) if convolutional else (n, 1)
     if convolutional:  # BLAS on one thread inside each of handgrad's, always
-        return 1, (None if _chosen["pool"] else _parallel.available_cpus())
-    blas_chosen = _chosen["blas"] or any(os.environ.get(v) for v in BLAS_ENV)
+        return 1, (None if keep_chosen and _chosen["pool"] else _parallel.available_cpus())
+    blas_chosen = (keep_chosen and _chosen["blas"]) or any(os.environ.get(v) for v in BLAS_ENV)
     return (None if blas_chosen else 1), None
 
 
@@ -107,10 +114,15 @@ def threads(n: int | None = None, model: Any = None) -> Iterator[tuple[int | Non
     ``model`` (an MLP when None), ``fit`` included (its default gives way to them);
     the counts before come back after it. Yields ``(BLAS threads or None, handgrad
     threads)`` as set."""
-    counts = plan(n, model is not None and is_convolutional(model))
+    conv = model is not None and is_convolutional(model)
     chosen = dict(_chosen)
-    with _applied(counts) as now:
-        _chosen.update(blas=chosen["blas"] or n is not None, pool=chosen["pool"] or n is not None)
+    with _applied(plan(n, conv)) as now:
+        # the kind of threads this block chose is the user's choice: fit keeps it (an
+        # MLP's BLAS threads, or a convolutional network's own)
+        _chosen.update(
+            blas=chosen["blas"] or (n is not None and not conv),
+            pool=chosen["pool"] or (n is not None and conv),
+        )
         try:
             yield now
         finally:

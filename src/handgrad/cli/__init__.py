@@ -218,7 +218,7 @@ def _set_threads(threads: int | None, model: str) -> tuple[int | None, int]:
     from handgrad._parallel import get_num_threads, set_num_threads
     from handgrad._threads import plan
 
-    blas, pool = plan(threads, convolutional=model != "mlp")
+    blas, pool = plan(threads, convolutional=model != "mlp", keep_chosen=False)
     before = (None if blas is None else blas_threads(), get_num_threads())
     if blas is not None:
         set_blas_threads(blas)
