@@ -271,6 +271,9 @@ def _start_grader(submission: Path, isolated: bool, stderr: Path) -> subprocess.
         "from handgrad.lab import grader\n"
         f"grader.ISOLATE = {isolated}\n"
         "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+        # as from a terminal: under nohup (or a CI runner that ignores SIGHUP) the grader
+        # would rightly keep an inherited SIG_IGN, and SIGHUP would end nothing
+        "signal.signal(signal.SIGHUP, signal.SIG_DFL)\n"
         f"sys.exit(main(['lab', 'grade', {str(submission)!r}, '--train-size', '300']))\n"
     )
     with stderr.open("wb") as err:

@@ -226,6 +226,9 @@ def test_partial_fit_and_warm_start() -> None:
     assert list(clf.classes_) == [0, 1, 2] and clf.predict_proba(x).shape == (120, 3)
     with pytest.raises(ValueError, match="not in classes_"):
         clf.partial_fit(x, y + 1)
+    clf.partial_fit(x, y, classes=[2, 1, 0])  # the same classes, in any order
+    with pytest.raises(ValueError, match=r"classes=\[0, 1, 2, 5\] is not the same as on"):
+        clf.partial_fit(x, y, classes=[0, 1, 2, 5])  # scikit-learn refuses it too
     warm = MLPClassifier((8,), max_iter=5, warm_start=True, random_state=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)

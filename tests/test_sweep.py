@@ -279,6 +279,8 @@ def test_a_bad_space_file_is_named_with_the_reason(
         (["--storage", "postgresql://me:s3cret@127.0.0.1:1/sweeps"], "cannot open it"),
         (["--storage", "{tmp}/missing/study.journal"], "does not exist"),
         (["--space", "{tmp}/space.yaml"], "give a .json or .toml file"),
+        (["--storage", "{tmp}/space.yaml"], "space.yaml, line 1: not a sweep journal"),
+        (["--storage", "{tmp}/other.json"], "other.json, line 1: not a sweep journal (a record"),
         (["--val-fraction", "0"], "val_fraction must be in (0, 1)"),
     ],
 )
@@ -290,6 +292,7 @@ def test_bad_input_is_one_line_and_exit_2(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     (tmp_path / "space.yaml").write_text("lr: 0.1\n")
+    (tmp_path / "other.json").write_text('{"a": 1}\n')  # JSON, but not optuna's journal
     options = [o.replace("{tmp}", str(tmp_path)) for o in options]
     argv = [*_argv(small_mnist, tmp_path, "--trials", "1", "--epochs", "1", "--quiet"), *options]
     try:

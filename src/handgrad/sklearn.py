@@ -390,6 +390,15 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                     f"{type(self).__name__} needs at least two classes, got 1 class: "
                     f"{self.classes_!r}"
                 )
+        elif (
+            partial
+            and classes is not None
+            and not np.array_equal(np.unique(classes), self.classes_)
+        ):
+            raise ValueError(
+                f"classes={np.unique(classes).tolist()!r} is not the same as on the first call "
+                f"to partial_fit, {self.classes_.tolist()!r}"
+            )
         elif not partial and not np.array_equal(seen, self.classes_):
             raise ValueError(
                 f"warm_start needs y to have the classes of the previous fit, {self.classes_!r}; "

@@ -340,7 +340,10 @@ def run_sweep(job: Job, data: SweepData, n_jobs: int = 1) -> optuna.Study:
     import signal
     import threading
 
-    fail_orphans(open_study(job, data.fingerprint))
+    study = open_study(job, data.fingerprint)
+    fail_orphans(study)
+    # no more processes than trials left to run: each would load the data for nothing
+    n_jobs = max(1, min(n_jobs, job.trials - trials_taken(study)))
     # Processes, not threads: a training step spends much of its time in NumPy code that
     # holds the GIL. Two 784-256-10 trials (2 MNIST epochs, BLAS on one thread) on the
     # 2-core machine took 2.6-2.9 s each one after the other, 4.1-5.1 s each as two

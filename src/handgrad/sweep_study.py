@@ -75,10 +75,34 @@ _DRIVERS = {
 }
 
 
+def _check_journal(spec: str) -> None:
+    """Refuse an existing file that is not a journal (optuna would fail on it later,
+    at whichever call first reads it), naming the file and the line."""
+    path = Path(spec)
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    line_no = 0
+    try:
+        with path.open("rb") as f:
+            for line in f:
+                line_no += 1  # named in the error below
+                if line.strip():
+                    record = json.loads(line)
+                    if not isinstance(record, dict) or "op_code" not in record:
+                        raise ValueError("a record without an op_code")
+    except (ValueError, UnicodeDecodeError) as exc:
+        detail = " ".join(str(exc).split())[:100]
+        raise SweepError(
+            f"--storage {spec}, line {line_no}: not a sweep journal ({detail}); give a new "
+            "file name, or the journal an earlier sweep wrote"
+        ) from None
+
+
 def open_storage(spec: str) -> optuna.storages.BaseStorage:
     """A journal file for a path, a database for a URL (``sqlite:///sweep.db``,
     ``postgresql://user:password@host/db``, ``mysql+pymysql://...``)."""
     if "://" not in spec:
+        _check_journal(spec)
         try:
             from optuna.storages.journal import JournalFileBackend
         except ImportError:  # optuna < 4.0
@@ -91,6 +115,13 @@ def open_storage(spec: str) -> optuna.storages.BaseStorage:
             except OSError as exc:
                 raise SweepError(
                     f"--storage {spec}: cannot open it: {exc.strerror or exc}"
+                ) from None
+            except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
+                # optuna replays the file's records: anything else is not a journal
+                detail = " ".join(str(exc).split())[:120] or type(exc).__name__
+                raise SweepError(
+                    f"--storage {spec}: not a sweep journal ({type(exc).__name__}: {detail}); "
+                    "give a new file name, or the journal an earlier sweep wrote"
                 ) from None
     engine: dict[str, Any] = {}
     if spec.startswith(("postgresql", "mysql")):  # an unreachable server fails in seconds

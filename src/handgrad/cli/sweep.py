@@ -241,6 +241,7 @@ def _run(args: argparse.Namespace, sweep: Any, job: Any, data: Any, start: float
     study = sweep.open_study(job, data.fingerprint)
     where = f"study {job.study_name!r} in {sweep.storage_label(job.storage)}"
     taken = sweep.trials_taken(study)
+    args.n_jobs = max(1, min(args.n_jobs, job.trials - taken))  # as run_sweep will
     processes = f"{args.n_jobs} process{'es' if args.n_jobs > 1 else ''}"
     print(
         f"{where}: {taken} of {job.trials} trials so far; {processes} on this machine\n"
