@@ -301,6 +301,24 @@ def test_install_hints_name_the_command_for_this_copy(monkeypatch: pytest.Monkey
     )
 
 
+def test_the_librarys_own_import_errors_name_the_command_for_this_copy(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Called from Python, not through the command line, ``handgrad.plots`` and
+    ``handgrad.images`` said ``pip install "handgrad[...]"``, which fails for a source
+    checkout."""
+    import handgrad.images
+    import handgrad.plots
+
+    monkeypatch.setattr(_install, "source_checkout", lambda: (Path("/src/hg"), True))
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib fails
+    monkeypatch.setitem(sys.modules, "PIL", None)
+    with pytest.raises(ImportError, match=re.escape("pip install -e '/src/hg[plots]'")):
+        handgrad.plots._pyplot()
+    with pytest.raises(ImportError, match=re.escape("pip install -e '/src/hg[cli]'")):
+        handgrad.images.load_image(tmp_path / "digit.png")
+
+
 def test_this_checkout_is_recognised() -> None:
     # the tests run from a source checkout (installed editable, or on PYTHONPATH)
     found = _install.source_checkout()

@@ -282,6 +282,7 @@ def test_a_bad_space_file_is_named_with_the_reason(
         (["--storage", "{tmp}/space.yaml"], "space.yaml, line 1: not a sweep journal"),
         (["--storage", "{tmp}/other.json"], "other.json, line 1: not a sweep journal (a record"),
         (["--val-fraction", "0"], "val_fraction must be in (0, 1)"),
+        (["--study-name", ""], "argument --study-name: expected a name such as mnist-sweep"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(

@@ -33,7 +33,9 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
     try:
         from PIL import Image, UnidentifiedImageError
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError('reading images needs Pillow: pip install "handgrad[cli]"') from exc
+        from handgrad._install import install_hint
+
+        raise ImportError(f"reading images needs Pillow: {install_hint('cli')}") from exc
     try:
         with Image.open(path) as img:
             if img.mode in ("RGBA", "LA") or "transparency" in img.info:

@@ -17,7 +17,9 @@ def _pyplot() -> Any:
     try:
         import matplotlib
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError('plots need matplotlib: pip install "handgrad[plots]"') from exc
+        from handgrad._install import install_hint
+
+        raise ImportError(f"plots need matplotlib: {install_hint('plots')}") from exc
     matplotlib.use("Agg")  # headless: never needs a display
     import matplotlib.pyplot as plt
 

@@ -15,7 +15,9 @@ try:
     from optuna import Study
     from optuna.trial import FrozenTrial, TrialState
 except ImportError as _exc:  # pragma: no cover - depends on the environment
-    raise ImportError('handgrad sweep needs optuna: pip install "handgrad[sweep]"') from _exc
+    from handgrad._install import install_hint
+
+    raise ImportError(f"handgrad sweep needs optuna: {install_hint('sweep')}") from _exc
 
 from handgrad.sweep_space import LABELS, SearchSpace, show
 from handgrad.sweep_study import ranked

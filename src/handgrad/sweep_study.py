@@ -31,7 +31,9 @@ try:
     import optuna
     from optuna.trial import FrozenTrial, TrialState
 except ImportError as _exc:  # pragma: no cover - depends on the environment
-    raise ImportError('handgrad sweep needs optuna: pip install "handgrad[sweep]"') from _exc
+    from handgrad._install import install_hint
+
+    raise ImportError(f"handgrad sweep needs optuna: {install_hint('sweep')}") from _exc
 
 from handgrad.sweep_space import SearchSpace, Settings, SweepError
 

@@ -49,6 +49,16 @@ def _spec(name: str) -> Callable[[str], Any]:
     return parse
 
 
+def _study_name(text: str) -> str:
+    """A study name that can also name the best model's file (``NAME-best.npz``)."""
+    if not text.strip() or text.startswith("-") or "/" in text or "\0" in text:
+        raise argparse.ArgumentTypeError(
+            f"expected a name such as mnist-sweep (not empty, no '/', not starting with '-'), "
+            f"got {text!r}"
+        )
+    return text
+
+
 def add_sweep_parser(sub: Any) -> None:
     """Register ``handgrad sweep`` on the command line's subparsers."""
     p = sub.add_parser(
@@ -112,6 +122,7 @@ def add_sweep_parser(sub: Any) -> None:
     )
     g.add_argument(
         "--study-name",
+        type=_study_name,
         default="handgrad-sweep",
         metavar="NAME",
         help="the study to create, or to continue if the storage has it (default: handgrad-sweep)",
