@@ -36,6 +36,9 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=5, help="epochs per contender (default: 5)")
     p.add_argument("--batch-size", type=int, default=128, help="the MLP's batch (default: 128)")
     p.add_argument("--cnn-size", type=int, default=10000, help="LeNet's images (default: 10000)")
+    p.add_argument(
+        "--train-size", type=int, default=60000, help="the MLP's images (default: all 60,000)"
+    )
     p.add_argument("--load", action="store_true", help="keep one core busy with another process")
     p.add_argument("--only", default=",".join(CONTENDERS), help="contenders, comma-separated")
     p.add_argument("--markdown", action="store_true", help="also print a Markdown table")
@@ -57,7 +60,8 @@ def _worker(name: str, args: argparse.Namespace) -> int:
     kind, _, threads = name.partition("-")
     rng = np.random.default_rng(0)
     if kind == "mlp":
-        x, y, batch = data.x_train, data.y_train, args.batch_size
+        n, batch = args.train_size, args.batch_size
+        x, y = data.x_train[:n], data.y_train[:n]
         model = build_mlp(784, [128], 10, rng=rng)
     else:
         x, y, batch = data.x_train[: args.cnn_size], data.y_train[: args.cnn_size], 128

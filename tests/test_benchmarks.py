@@ -177,3 +177,40 @@ def test_bench_cnn_chunks_table(small_mnist: Path) -> None:
     assert head == ["images per chunk", "ms per step (median of 30)"]
     assert list(rows) == ["8", "16", "32", "64", "128"]
     assert all(MS.fullmatch(ms) and float(ms) > 0 for (ms,) in rows.values()), rows
+
+
+# -- python -m benchmarks: every suite, one command -----------------------------------
+
+
+def test_the_benchmark_entry_point_writes_markdown_json_and_figures(tmp_path: Path) -> None:
+    """``python -m benchmarks --quick`` (one round on a few images) runs the suites and
+    writes what the full run writes into docs/benchmarks."""
+    import json
+
+    out = tmp_path / "bench"
+    argv = ["--quick", "--suites", "mlp,threads", "--threads", "1", "--out", str(out)]
+    subprocess.run(
+        [sys.executable, "-m", "benchmarks", *argv],
+        cwd=BENCHMARKS.parent,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    data = json.loads((out / "results.json").read_text())
+    runs = {run["title"]: run for run in data["runs"]}
+    assert list(runs) == ["MLP, 1 thread", "1 or 2 threads, idle", "1 or 2 threads, one busy core"]
+    mlp = runs["MLP, 1 thread"]
+    assert mlp["command"] == (
+        "python benchmarks/bench_mlp.py --rounds 1 --threads 1 --train-size 1024 --markdown"
+    )
+    head, rows = mlp["tables"][0]["head"], mlp["tables"][0]["rows"]
+    assert head[:2] == ["contender", "median epoch"] and rows[0][0] == "handgrad"
+    assert any(note.startswith("Hardware: ") for note in mlp["notes"])
+    assert {r[0] for r in runs["1 or 2 threads, idle"]["tables"][0]["rows"]} == {
+        "mlp-1", "mlp-2", "lenet-1", "lenet-2"
+    }  # fmt: skip
+    readme = (out / "README.md").read_text()
+    assert f"`{mlp['command']}`" in readme and "| handgrad | " in readme
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert len(list(out.glob("*.png"))) == 3
