@@ -112,7 +112,7 @@ def _markdown(runs: list[Run], when: str, argv: list[str]) -> str:
     lines = [
         "# Benchmarks",
         "",
-        f"Made on {when} by `python -m benchmarks {' '.join(argv)}`".rstrip() + ", from the "
+        f"Made on {when} by `{' '.join(['python -m benchmarks', *argv])}`, from the "
         "repository's root. Each table comes from the command above it; within a table "
         "the contenders alternate epoch by epoch, each in a process of its own. Read the "
         "ratios and the medians: the fastest and slowest columns show how noisy the "
