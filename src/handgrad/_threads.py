@@ -11,7 +11,7 @@ A network's time goes to one of two places, and each has its own threads:
 
 :func:`threads` sets both for a model at once, as a context manager, and
 :func:`handgrad.train.fit` applies the same rule for its own run through its
-``threads=`` argument. Left to :func:`default_threads` (``threads=None``), a run
+``threads=`` argument. Left to :func:`plan` (``threads=None``), a run
 gets what the command line gives it, measured on the 2-core machine and written
 in the README ("Threads"): an MLP one BLAS thread (a second one saves about a
 tenth of the time on an idle machine and costs several times the time when
@@ -101,11 +101,6 @@ def plan(
         return 1, (None if keep_chosen and _chosen["pool"] else _parallel.available_cpus())
     blas_chosen = (keep_chosen and _chosen["blas"]) or any(os.environ.get(v) for v in BLAS_ENV)
     return (None if blas_chosen else 1), None
-
-
-def default_threads(model: Any) -> tuple[int | None, int | None]:
-    """What ``fit(model, ..., threads=None)`` uses: :func:`plan` for this model."""
-    return plan(None, is_convolutional(model))
 
 
 @contextlib.contextmanager

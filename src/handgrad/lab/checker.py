@@ -18,12 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from handgrad._argtypes import input_file_error
+from handgrad._threads import BLAS_ENV
 from handgrad.lab._child import crash_reason, run_child
 from handgrad.lab.findings import Finding, bug
 
 #: The check's matrices are small: BLAS threads would only wait for each other (a
 #: second thread made it 40x slower on a busy 2-core machine).
-_ONE_THREAD = {name: "1" for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+_ONE_THREAD = {name: "1" for name in BLAS_ENV}
 
 
 @dataclass

@@ -33,6 +33,7 @@ from typing import IO, Any
 import numpy as np
 
 from handgrad._argtypes import input_file_error
+from handgrad._threads import BLAS_ENV
 from handgrad.lab._child import ChildEnd, ProtocolViolation, crash_reason, run_child
 from handgrad.lab._isolate import UID_RANGE
 
@@ -316,7 +317,7 @@ def grade(
         "isolate": isolate,
     }
     longest = max(len(val_idx) * 10 * PROBS_BYTES, len(scorer.y_test) * 8) * 4 // 3
-    blas = {v: str(threads) for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    blas = {v: str(threads) for v in BLAS_ENV}
     end = run_child(
         "handgrad.lab._runner",
         cfg,
