@@ -341,12 +341,16 @@ def interrupted(history: Any) -> bool:
     return bool(history.stop_reason) and history.stop_reason.startswith("interrupted")
 
 
+#: What a failed run's message blames unless something else is known to be wrong.
+LIKELY_CAUSE = "the learning rate is likely far too high"
+
+
 def failure(
     history: Any,
     test_accuracy: float,
     test_size: int,
     num_classes: int,
-    cause: str = "the learning rate is likely far too high",
+    cause: str = LIKELY_CAUSE,
 ) -> str | None:
     """Why a finished run is no good, or None: its loss became non-finite, it ends
     no better than chance (judged on at least 10 test samples a class), or its loss
@@ -683,7 +687,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         y_pred = predict(model, x_test, batch_size=eval_batch(model))
     test_acc = float(np.mean(y_pred == y_test))
     num_classes = output_classes(model) or int(y_test.max()) + 1
-    cause = "the learning rate is likely far too high"
+    cause = LIKELY_CAUSE
     if args.batch_size >= n_train:
         cause = f"--batch-size {args.batch_size:,} makes every epoch a single step"
     failed = failure(history, test_acc, len(y_test), num_classes, cause)
