@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -55,3 +58,23 @@ def _thread_choices_stay_in_their_test() -> Iterator[None]:
     before = dict(_threads._chosen)
     yield
     _threads._chosen.update(before)
+
+
+# -- lab submissions -------------------------------------------------------------------
+
+
+@pytest.fixture
+def open_dir() -> Iterator[Path]:
+    """A directory the submission may write to: where the grader runs as root, the child
+    runs as a user id of its own, for which pytest's 0700 ``tmp_path`` is out of reach."""
+    path = Path(tempfile.mkdtemp(prefix="handgrad-lab-"))
+    path.chmod(0o1777)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def write_submission(tmp_path: Path, source: str) -> Path:
+    """``source`` (dedented) as ``tmp_path/submission.py``."""
+    path = tmp_path / "submission.py"
+    path.write_text(textwrap.dedent(source))
+    return path

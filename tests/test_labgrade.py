@@ -3,39 +3,21 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from handgrad.cli import main as cli_main
 from handgrad.lab import ANSWER_SOURCE, grade
+from tests.conftest import write_submission
 
 LAB = ANSWER_SOURCE.read_text()
 TINY = dict(train_size=1500, epochs=1, val_fraction=0.2, min_accuracy=0.5, time_limit=60)
-
-
-@pytest.fixture
-def open_dir() -> Iterator[Path]:
-    """A directory the submission may write to: where the grader runs as root, the child
-    runs as a user id of its own, for which pytest's 0700 ``tmp_path`` is out of reach."""
-    path = Path(tempfile.mkdtemp(prefix="handgrad-lab-"))
-    path.chmod(0o1777)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def _write(tmp_path: Path, source: str) -> Path:
-    path = tmp_path / "submission.py"
-    path.write_text(textwrap.dedent(source))
-    return path
 
 
 def _patched(old: str, new: str) -> str:
@@ -44,7 +26,7 @@ def _patched(old: str, new: str) -> str:
 
 
 def test_the_lab_file_passes_a_tiny_protocol(tmp_path: Path) -> None:
-    result = grade(_write(tmp_path, LAB), **TINY)
+    result = grade(write_submission(tmp_path, LAB), **TINY)
     assert result.passed, result.reason
     assert len(result.epochs) == 1 and {"train_loss", "val_loss", "val_accuracy"} <= set(
         result.epochs[0]
@@ -59,7 +41,7 @@ def test_the_lab_file_passes_a_tiny_protocol(tmp_path: Path) -> None:
     "module", ["torch", "handgrad", "sklearn", "scipy", "pytest", "hypothesis", "__main__"]
 )
 def test_importing_other_libraries_is_refused(tmp_path: Path, module: str) -> None:
-    result = grade(_write(tmp_path, f"import {module}\n" + LAB), **TINY)
+    result = grade(write_submission(tmp_path, f"import {module}\n" + LAB), **TINY)
     assert not result.passed
     assert result.reason == (
         f"submission imports {module!r}, which is not allowed (NumPy and the standard library only)"
@@ -70,7 +52,7 @@ def test_allocating_past_the_memory_cap_is_refused(tmp_path: Path) -> None:
     source = _patched(
         "        self._t = 0\n", "        self._t = 0\n        self.hoard = np.ones(400_000_000)\n"
     )
-    result = grade(_write(tmp_path, source), **{**TINY, "memory_mb": 1024})
+    result = grade(write_submission(tmp_path, source), **{**TINY, "memory_mb": 1024})
     assert not result.passed
     assert result.reason == "memory limit exceeded (1024 MB)"
 
@@ -99,7 +81,7 @@ def test_running_past_the_time_limit_kills_the_whole_process_group(
         '        """One forward and backward pass on a mini-batch; returns the loss."""\n'
         "        time.sleep(60)\n",
     )
-    result = grade(_write(tmp_path, source), **{**TINY, "time_limit": 8})
+    result = grade(write_submission(tmp_path, source), **{**TINY, "time_limit": 8})
     assert not result.passed
     assert result.reason == "time limit exceeded: 8 s"
     pid = int(pid_file.read_text())
@@ -116,7 +98,7 @@ def test_running_past_the_time_limit_kills_the_whole_process_group(
 
 def test_a_wrong_forward_shape_is_refused(tmp_path: Path) -> None:
     source = _patched("        return P\n", "        return P[:, :9]\n")
-    result = grade(_write(tmp_path, source), **TINY)
+    result = grade(write_submission(tmp_path, source), **TINY)
     assert result.reason == "forward returned shape (64, 9), expected (64, 10)"
 
 
@@ -151,25 +133,25 @@ def test_softmax_overflow_is_refused(tmp_path: Path) -> None:
         def predict(self, X):
             return self.forward(X).argmax(axis=1)
     """
-    result = grade(_write(tmp_path, naive), **TINY)
+    result = grade(write_submission(tmp_path, naive), **TINY)
     assert result.reason == "forward: probabilities contain NaN/inf (softmax overflow?)"
 
 
 def test_weights_that_never_change_are_refused(tmp_path: Path) -> None:
     source = _patched("        self._t += 1\n", "        return loss\n        self._t += 1\n")
-    result = grade(_write(tmp_path, source), **TINY)
+    result = grade(write_submission(tmp_path, source), **TINY)
     assert result.reason == "backward did not update W1, b1, W2, b2"
 
 
 def test_a_wrong_signature_is_refused(tmp_path: Path) -> None:
     source = _patched("def backward(self, X, y, probs):", "def backward(self, X, y):")
-    result = grade(_write(tmp_path, source), **TINY)
+    result = grade(write_submission(tmp_path, source), **TINY)
     assert result.reason == "NeuralNetwork.backward must take (self, X, y, probs), got (self, X, y)"
 
 
 def test_low_accuracy_is_refused(tmp_path: Path) -> None:
     source = _patched("        step = self.lr", "        step = 1e-9 * self.lr")
-    result = grade(_write(tmp_path, source), **{**TINY, "min_accuracy": 0.85})
+    result = grade(write_submission(tmp_path, source), **{**TINY, "min_accuracy": 0.85})
     assert not result.passed and result.test_accuracy is not None
     assert (
         result.reason.startswith("test accuracy") and "below the required 85.00%" in result.reason
@@ -186,7 +168,7 @@ def test_command_line_grade_and_errors(tmp_path: Path) -> None:
     )
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "epoch  train loss  val loss  val acc" in ok.stdout and "PASSED" in ok.stdout
-    bad = _write(tmp_path, _patched("        return P\n", "        return P[:, :9]\n"))
+    bad = write_submission(tmp_path, _patched("        return P\n", "        return P[:, :9]\n"))
     failed = subprocess.run(
         [*run, str(bad), "--train-size", "1500", "--epochs", "1"],
         capture_output=True,
@@ -214,7 +196,7 @@ _FORGED = b'{"event": "done", "test_accuracy": 0.999, "seconds": 1.0, "peak_mb":
 )
 def test_a_forged_result_does_not_pass(tmp_path: Path, fd: str, reason: str) -> None:
     forge = f"import json, os, sys\nos.write({fd}, {_FORGED!r})\nos._exit(0)\n"
-    result = grade(_write(tmp_path, forge + LAB), **TINY)
+    result = grade(write_submission(tmp_path, forge + LAB), **TINY)
     assert not result.passed and result.test_accuracy is None
     assert result.reason.startswith(reason)
 
@@ -226,7 +208,7 @@ def test_printing_to_stdout_neither_breaks_nor_forges_the_grade(tmp_path: Path) 
         '        """One forward and backward pass on a mini-batch; returns the loss."""\n'
         f"        {noise}\n",
     )
-    result = grade(_write(tmp_path, source), **TINY)
+    result = grade(write_submission(tmp_path, source), **TINY)
     assert result.passed, result.reason
     assert result.test_accuracy is not None and 0.5 < result.test_accuracy < 0.99
     assert len(result.epochs) == 1
@@ -247,7 +229,9 @@ def test_predict_cannot_read_the_test_labels_from_the_grader(tmp_path: Path) -> 
                 frame = frame.f_back
             return super().predict(X)
     """
-    result = grade(_write(tmp_path, LAB + textwrap.dedent(peek)), **{**TINY, "min_accuracy": 0.97})
+    result = grade(
+        write_submission(tmp_path, LAB + textwrap.dedent(peek)), **{**TINY, "min_accuracy": 0.97}
+    )
     assert not result.passed and result.test_accuracy is not None
     assert result.test_accuracy < 0.97
     assert result.reason.startswith("test accuracy")
@@ -257,7 +241,7 @@ def test_patching_numpy_in_the_submission_does_not_change_the_score(tmp_path: Pa
     source = "import numpy\nnumpy.mean = lambda *a, **k: 0.999\n" + _patched(
         "        step = self.lr", "        step = 1e-9 * self.lr"
     )
-    result = grade(_write(tmp_path, source), **TINY)
+    result = grade(write_submission(tmp_path, source), **TINY)
     assert not result.passed and result.test_accuracy is not None
     assert result.test_accuracy < 0.5
     assert all(e["val_accuracy"] < 0.5 for e in result.epochs)
@@ -275,7 +259,7 @@ def test_patching_numpy_in_the_submission_does_not_change_the_score(tmp_path: Pa
 def test_a_signal_is_not_reported_as_a_memory_limit(
     tmp_path: Path, crash: str, reason: str
 ) -> None:
-    result = grade(_write(tmp_path, crash + "\n" + LAB), **TINY)
+    result = grade(write_submission(tmp_path, crash + "\n" + LAB), **TINY)
     assert not result.passed
     assert result.reason.startswith(f"submission crashed: {reason}")
     assert "memory limit" not in result.reason
@@ -293,7 +277,7 @@ def test_sys_exit_in_the_submission_is_named(
     tmp_path: Path, old: str, new: str, reason: str
 ) -> None:
     source = "import numpy as np\n" + _patched(old, new)
-    result = grade(_write(tmp_path, source), **TINY)
+    result = grade(write_submission(tmp_path, source), **TINY)
     assert not result.passed
     code = 0 if reason == "at import" else 3
     assert result.reason == f"submission called sys.exit({code}) {reason}"
@@ -309,7 +293,7 @@ def test_numpy_testing_and_private_stdlib_modules_are_allowed(tmp_path: Path) ->
     sysconfig.get_config_vars()  # imports the private _sysconfigdata_* module
     np.testing.assert_allclose(np.ones(3), np.ones(3))
     """
-    result = grade(_write(tmp_path, textwrap.dedent(imports) + LAB), **TINY)
+    result = grade(write_submission(tmp_path, textwrap.dedent(imports) + LAB), **TINY)
     assert result.passed, result.reason
 
 
@@ -318,7 +302,7 @@ def test_weights_must_have_the_labs_shapes(tmp_path: Path) -> None:
         "        rng = np.random.default_rng(seed)\n",
         "        rng = np.random.default_rng(seed)\n        hidden_size = 100\n",
     )
-    result = grade(_write(tmp_path, source), **TINY)
+    result = grade(write_submission(tmp_path, source), **TINY)
     assert result.reason == (
         "NeuralNetwork.W1 has shape (784, 100), expected (784, 128) or (128, 784) "
         "(the lab's network is 784 -> 128 -> 10)"
@@ -331,7 +315,7 @@ def test_predict_is_checked_on_the_full_test_set(tmp_path: Path) -> None:
         "        labels = (A @ self.W2 + self.b2).argmax(axis=1)\n"
         "        return labels if len(X) <= 64 else labels.astype(np.float64)",
     )
-    result = grade(_write(tmp_path, source), **TINY)
+    result = grade(write_submission(tmp_path, source), **TINY)
     assert result.reason == (
         "predict returned shape (10000,) dtype float64 on the 10000 test images, "
         "expected (10000,) ints"
@@ -355,7 +339,7 @@ def test_the_submission_gets_copies_of_the_graders_data(tmp_path: Path) -> None:
             return labels
     """
     source = LAB + textwrap.dedent(scribble)
-    result = grade(_write(tmp_path, source), **{**TINY, "epochs": 2})
+    result = grade(write_submission(tmp_path, source), **{**TINY, "epochs": 2})
     assert result.passed, result.reason
     assert len(result.epochs) == 2 and result.epochs[1]["val_accuracy"] > 0.5
 
@@ -401,7 +385,7 @@ def test_bad_grader_arguments_are_refused_before_grading(
 )
 def test_grade_checks_its_arguments(tmp_path: Path, bad: dict) -> None:
     with pytest.raises(ValueError, match=next(iter(bad))):
-        grade(_write(tmp_path, LAB), **bad)
+        grade(write_submission(tmp_path, LAB), **bad)
 
 
 @pytest.mark.slow

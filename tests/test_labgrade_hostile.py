@@ -16,10 +16,8 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +29,7 @@ from handgrad.lab import ANSWER_SOURCE, grade
 from handgrad.lab import grader as grader_module
 from handgrad.lab._isolate import checkouts
 from handgrad.lab.grader import isolation_available
+from tests.conftest import write_submission
 
 LAB = ANSWER_SOURCE.read_text()
 TINY = dict(train_size=1500, epochs=1, val_fraction=0.2, min_accuracy=0.5, time_limit=60)
@@ -63,21 +62,6 @@ CHECKOUT = _checkout()
 def plain(monkeypatch: pytest.MonkeyPatch) -> None:
     """The grader as it runs where it is not root: no user id or mount namespace of its own."""
     monkeypatch.setattr(grader_module, "ISOLATE", False)
-
-
-@pytest.fixture
-def open_dir() -> Iterator[Path]:
-    """A directory an isolated child may write to (pytest's tmp_path is 0700, root's)."""
-    path = Path(tempfile.mkdtemp(prefix="handgrad-lab-"))
-    path.chmod(0o1777)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def _write(tmp_path: Path, source: str) -> Path:
-    path = tmp_path / "submission.py"
-    path.write_text(textwrap.dedent(source))
-    return path
 
 
 def _state(pid: int) -> str:
@@ -121,7 +105,7 @@ def test_a_file_with_no_class_that_forges_a_result_line_fails(tmp_path: Path) ->
     os.write({RESULT_FD}, (json.dumps(done) + "\\n").encode())
     os._exit(0)
     """
-    result = grade(_write(tmp_path, forge), **TINY)
+    result = grade(write_submission(tmp_path, forge), **TINY)
     assert not result.passed and result.test_accuracy is None
     assert result.reason == (
         "the grader's result pipe carried something it did not send ('done' after 0 of 1 "
@@ -142,7 +126,7 @@ class NeuralNetwork(NeuralNetwork):
 
 @needs_isolation
 def test_predictions_read_from_the_shipped_labels_cannot_be_read(tmp_path: Path) -> None:
-    result = grade(_write(tmp_path, LAB + _FROM_THE_FILE), **TINY)
+    result = grade(write_submission(tmp_path, LAB + _FROM_THE_FILE), **TINY)
     assert not result.passed and result.test_accuracy is None
     assert result.reason.startswith("submission raised FileNotFoundError")
     assert "t10k-labels-idx1-ubyte.gz" in result.reason
@@ -152,7 +136,9 @@ def test_predictions_read_from_the_shipped_labels_meet_a_secret_order(
     tmp_path: Path, plain: None
 ) -> None:
     """Without isolation the file is readable, but the test images come in a secret order."""
-    result = grade(_write(tmp_path, LAB + _FROM_THE_FILE), **{**TINY, "min_accuracy": 0.5})
+    result = grade(
+        write_submission(tmp_path, LAB + _FROM_THE_FILE), **{**TINY, "min_accuracy": 0.5}
+    )
     assert not result.passed and result.test_accuracy is not None
     assert result.test_accuracy < 0.2  # chance: the labels of other images
     assert result.reason.startswith("test accuracy")
@@ -180,7 +166,7 @@ def test_out_of_scope_without_isolation_matching_the_image_file_forges_the_grade
     """Documents the limit (docs/lab.md, "What it does not stop"): where the grader is not
     root, a submission that reads the test images and labels from disk and looks each image
     up passes at 100%. Isolated, the same file cannot read them (the test above)."""
-    result = grade(_write(tmp_path, LAB + _MATCHED), **TINY)
+    result = grade(write_submission(tmp_path, LAB + _MATCHED), **TINY)
     assert result.passed, result.reason
     assert result.test_accuracy is not None and result.test_accuracy > 0.99
 
@@ -196,7 +182,7 @@ def test_out_of_scope_isolated_a_copy_of_mnist_anyone_may_read_forges_the_grade(
         shutil.copy(path, open_dir)
         (open_dir / Path(path).name).chmod(0o644)
     copied = _MATCHED.replace(str(SHIPPED_DIR), str(open_dir))
-    result = grade(_write(tmp_path, LAB + copied), **TINY)
+    result = grade(write_submission(tmp_path, LAB + copied), **TINY)
     assert result.isolation[0].startswith("user id ")
     assert result.passed, result.reason
     assert result.test_accuracy is not None and result.test_accuracy > 0.99
@@ -210,7 +196,7 @@ def test_out_of_scope_isolated_a_copy_of_mnist_anyone_may_read_forges_the_grade(
 def test_the_submission_cannot_stop_or_kill_the_grader(tmp_path: Path, sig: str) -> None:
     attack = f"import os, signal\nos.kill(os.getppid(), signal.{sig})\n"
     start = time.monotonic()
-    result = grade(_write(tmp_path, attack + LAB), **{**TINY, "time_limit": 20})
+    result = grade(write_submission(tmp_path, attack + LAB), **{**TINY, "time_limit": 20})
     assert time.monotonic() - start < 20
     assert result.reason == (
         "submission raised PermissionError on import: [Errno 1] Operation not permitted"
@@ -224,7 +210,9 @@ def test_out_of_scope_without_isolation_the_submission_can_stop_the_grader(
     """Documents the limit: where the grader is not root, the child runs as the same user
     and can stop it. Killing the stopped grader still takes the child with it (Linux's
     parent-death signal), so nothing untrusted is left running."""
-    submission = _write(tmp_path, "import os, signal\nos.kill(os.getppid(), signal.SIGSTOP)\n")
+    submission = write_submission(
+        tmp_path, "import os, signal\nos.kill(os.getppid(), signal.SIGSTOP)\n"
+    )
     script = (
         "import sys\nfrom handgrad.lab import grader\ngrader.ISOLATE = False\n"
         f"grader.grade({str(submission)!r}, train_size=300, epochs=1, time_limit=5)\n"
@@ -300,7 +288,9 @@ def _wait_for(check: Any, seconds: float = 30.0) -> bool:
 def test_ending_the_grader_ends_the_submission(tmp_path: Path, sig: str, isolated: bool) -> None:
     """However the grader ends (Ctrl-C, SIGTERM, SIGHUP, SIGKILL), isolated or not, the
     submission and a process it started with a plain ``subprocess.Popen`` end with it."""
-    grading = _start_grader(_write(tmp_path, _SLEEPER + _STUCK), isolated, tmp_path / "err")
+    grading = _start_grader(
+        write_submission(tmp_path, _SLEEPER + _STUCK), isolated, tmp_path / "err"
+    )
     started: set[int] = set()
     try:
 
@@ -347,7 +337,7 @@ _escaped = subprocess.Popen(
 )
 open({str(pid_file)!r}, "w").write(str(_escaped.pid))
 """
-    grading = _start_grader(_write(tmp_path, escape + _STUCK), False, tmp_path / "err")
+    grading = _start_grader(write_submission(tmp_path, escape + _STUCK), False, tmp_path / "err")
     escaped = 0
     try:
         assert _wait_for(lambda: pid_file.exists() and pid_file.read_text().isdigit())
@@ -375,7 +365,7 @@ def test_out_of_scope_without_isolation_the_submission_can_kill_your_processes(
     yours = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
     try:
         attack = f"import os, signal\nos.kill({yours.pid}, signal.SIGKILL)\n"
-        result = grade(_write(tmp_path, attack + LAB), **TINY)
+        result = grade(write_submission(tmp_path, attack + LAB), **TINY)
         assert result.passed, result.reason
         assert yours.wait(timeout=5) == -signal.SIGKILL
     finally:
@@ -406,7 +396,7 @@ def test_a_flood_without_a_newline_on_the_result_pipe_is_cut_short(tmp_path: Pat
     """
     before = _max_rss_mb()
     start = time.monotonic()
-    result = grade(_write(tmp_path, textwrap.dedent(flood) + LAB), **TINY)
+    result = grade(write_submission(tmp_path, textwrap.dedent(flood) + LAB), **TINY)
     assert time.monotonic() - start < 30
     assert not result.passed
     assert result.reason.startswith("a line of more than ")
@@ -423,7 +413,7 @@ def test_a_flood_without_a_newline_on_stderr_is_kept_short(tmp_path: Path) -> No
     os._exit(3)
     """
     before = _max_rss_mb()
-    result = grade(_write(tmp_path, textwrap.dedent(flood) + LAB), **TINY)
+    result = grade(write_submission(tmp_path, textwrap.dedent(flood) + LAB), **TINY)
     assert not result.passed
     assert result.reason.startswith("submission crashed (exit code 3): yyyy")
     assert len(result.reason) < 600
@@ -438,7 +428,7 @@ def test_fake_epoch_lines_end_the_run_at_the_first_extra_one(tmp_path: Path) -> 
         os.write({RESULT_FD}, _line)
     """
     out = io.StringIO()
-    result = grade(_write(tmp_path, textwrap.dedent(fake) + LAB), **TINY, out=out)
+    result = grade(write_submission(tmp_path, textwrap.dedent(fake) + LAB), **TINY, out=out)
     assert not result.passed and result.epochs == []
     assert result.reason == (
         "the grader's result pipe carried something it did not send (expected the validation "
@@ -464,7 +454,9 @@ def test_memory_of_forked_children_counts_against_the_cap(tmp_path: Path) -> Non
     time.sleep(60)
     """
     start = time.monotonic()
-    result = grade(_write(tmp_path, textwrap.dedent(fork) + LAB), **{**TINY, "memory_mb": 512})
+    result = grade(
+        write_submission(tmp_path, textwrap.dedent(fork) + LAB), **{**TINY, "memory_mb": 512}
+    )
     assert time.monotonic() - start < 30
     assert not result.passed
     assert result.reason.startswith("memory limit exceeded (512 MB): the submission's ")
@@ -497,7 +489,7 @@ def test_memory_of_processes_in_sessions_of_their_own_counts_against_the_cap(
     start = time.monotonic()
     try:
         result = grade(
-            _write(tmp_path, textwrap.dedent(escape) + LAB),
+            write_submission(tmp_path, textwrap.dedent(escape) + LAB),
             **{**TINY, "memory_mb": 512, "time_limit": 30},
         )
         assert time.monotonic() - start < 25, result.reason
@@ -516,7 +508,7 @@ def test_the_peak_memory_is_measured_by_the_grader(tmp_path: Path) -> None:
     hoard = LAB.replace(
         "        self._t = 0\n", "        self._t = 0\n        self.hoard = np.ones(40_000_000)\n"
     )
-    result = grade(_write(tmp_path, lie + hoard), **TINY)
+    result = grade(write_submission(tmp_path, lie + hoard), **TINY)
     assert result.passed, result.reason
     assert result.peak_mb is not None and result.peak_mb > 320  # the 305 MB hoard and more
     assert result.seconds is not None and result.seconds > 0
@@ -546,7 +538,7 @@ def test_the_isolated_child_runs_as_its_own_user_with_the_standard_library(
     else:
         raise AssertionError("the memory cap could be lifted")
     """
-    result = grade(_write(tmp_path, textwrap.dedent(probe) + LAB), **TINY)
+    result = grade(write_submission(tmp_path, textwrap.dedent(probe) + LAB), **TINY)
     assert result.passed, result.reason
     assert result.isolation[0].startswith("user id ")
     assert result.isolation[1].startswith("the MNIST files hidden")
@@ -574,7 +566,7 @@ def test_the_isolated_child_cannot_reach_the_checkout(
             if os.path.lexists(os.path.join({checkout!r}, name)):
                 raise AssertionError(f"the checkout's {{name}} is reachable")
     """
-    result = grade(_write(tmp_path, textwrap.dedent(probe) + LAB), **TINY)
+    result = grade(write_submission(tmp_path, textwrap.dedent(probe) + LAB), **TINY)
     assert result.passed, result.reason
     if CHECKOUT is not None:
         assert any(s.startswith(f"the git work tree {CHECKOUT} hidden") for s in result.isolation)
@@ -612,7 +604,7 @@ def test_the_test_files_cannot_be_read_from_the_checkouts_git(
     assert CHECKOUT is not None
     monkeypatch.chdir(CHECKOUT)
     git_dir = f"GIT_DIR = {str(CHECKOUT / '.git')!r}\n"
-    result = grade(_write(tmp_path, git_dir + LAB + _GIT_FORGE), **TINY)
+    result = grade(write_submission(tmp_path, git_dir + LAB + _GIT_FORGE), **TINY)
     assert not result.passed and result.test_accuracy is None
     assert result.reason.startswith("submission raised CalledProcessError: Command '['git'")
 
@@ -651,9 +643,9 @@ import sys
 sys.meta_path[:] = [m for m in sys.meta_path if type(m).__name__ != "ImportBlocker"]
 import handgrad.nn
 """
-    result = grade(_write(tmp_path, unhook + LAB), **TINY)
+    result = grade(write_submission(tmp_path, unhook + LAB), **TINY)
     assert result.passed, result.reason
-    hooked = grade(_write(tmp_path, "import handgrad.nn\n" + LAB), **TINY)
+    hooked = grade(write_submission(tmp_path, "import handgrad.nn\n" + LAB), **TINY)
     assert hooked.reason == (
         "submission imports 'handgrad', which is not allowed (NumPy and the standard library only)"
     )
@@ -673,14 +665,14 @@ def test_out_of_scope_the_submission_writes_where_its_user_may(
         monkeypatch.setattr(grader_module, "ISOLATE", False)
     note = open_dir / "left-by-the-submission"
     write = f"open({str(note)!r}, 'w').write('hello')\n"
-    result = grade(_write(tmp_path, write + LAB), **TINY)
+    result = grade(write_submission(tmp_path, write + LAB), **TINY)
     assert result.passed, result.reason
     assert note.read_text() == "hello"
 
 
 def test_without_isolation_the_grade_says_so(tmp_path: Path, plain: None) -> None:
     out = io.StringIO()
-    result = grade(_write(tmp_path, LAB), **TINY, out=out)
+    result = grade(write_submission(tmp_path, LAB), **TINY, out=out)
     assert result.passed, result.reason
     assert result.isolation == ["none"]
     assert "submission not isolated (the grader is not root on Linux)" in out.getvalue()
@@ -692,7 +684,7 @@ class NeuralNetwork(NeuralNetwork):
     def predict(self, X):
         return super().predict(X) + (len(X) >= 10000) * 10
 """
-    result = grade(_write(tmp_path, LAB + shifted), **TINY)
+    result = grade(write_submission(tmp_path, LAB + shifted), **TINY)
     assert not result.passed and result.test_accuracy is None
     assert result.reason.startswith("predict returned labels from 1")
     assert result.reason.endswith("on the 10000 test images, expected classes 0..9")
@@ -712,7 +704,7 @@ def test_the_grader_sets_and_states_the_submissions_blas_threads(
         raise SystemExit(f"BLAS threads {{_seen}}")
     """
     out = io.StringIO()
-    path = _write(tmp_path, textwrap.dedent(probe) + LAB)
+    path = write_submission(tmp_path, textwrap.dedent(probe) + LAB)
     result = grade(path, **TINY, threads=threads, out=out)
     assert result.passed, result.reason
     plural = "s" if threads > 1 else ""
