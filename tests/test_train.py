@@ -141,14 +141,14 @@ class _Snapshots(Callback):
         self.states.append(self.trainer.model.state_dict())
 
 
-def test_non_finite_loss_stops_with_the_last_good_weights() -> None:
-    x, y = _moons(160)
+def test_non_finite_loss_stops_with_the_weights_the_epoch_began_with() -> None:
+    x, y = _moons(160)  # 10 batches of 16 an epoch
     model = build_mlp(2, [8], 2, rng=0)
     snaps = _Snapshots()
     with pytest.warns(RuntimeWarning, match="non-finite loss"):
         history = fit(
             model,
-            _NaNOnCall(bad_call=7),
+            _NaNOnCall(bad_call=13),
             Adam(model.parameters(), lr=0.01),
             (x, y),
             epochs=5,
@@ -156,11 +156,76 @@ def test_non_finite_loss_stops_with_the_last_good_weights() -> None:
             rng=0,
             callbacks=[snaps],
         )
-    assert history.stop_reason is not None and "epoch 1, batch 7" in history.stop_reason
-    assert len(snaps.states) == 6
-    # states[-1] are the weights whose loss came out NaN; states[-2] the last good ones
+    reason = str(history.stop_reason)
+    assert reason.startswith("non-finite loss (nan) at epoch 2, batch 3: stopped; the weights ")
+    assert "restored to those at the start of epoch 2" in reason
+    assert len(snaps.states) == 12
+    # states[9]: after epoch 1's last step, the weights epoch 2 began with
     for k, v in model.state_dict().items():
-        np.testing.assert_array_equal(v, snaps.states[-2][k])
+        np.testing.assert_array_equal(v, snaps.states[9][k])
+    assert not all(np.array_equal(snaps.states[9][k], snaps.states[11][k]) for k in snaps.states[9])
+
+
+class _BadGradientOnCall(CrossEntropyLoss):
+    """Its gradient is ``value`` everywhere on the ``bad_call``-th backward."""
+
+    def __init__(self, bad_call: int, value: float) -> None:
+        super().__init__()
+        self.calls, self.bad_call, self.value = 0, bad_call, value
+
+    def backward(self, dloss: float = 1.0) -> np.ndarray:
+        self.calls += 1
+        grad = super().backward(dloss)
+        return np.full_like(grad, self.value) if self.calls == self.bad_call else grad
+
+
+def test_a_non_finite_gradient_is_caught_by_the_next_loss_and_named() -> None:
+    x, y = _moons(160)
+    model = build_mlp(2, [8], 2, rng=0)
+    start = model.state_dict()
+    with pytest.warns(RuntimeWarning, match="non-finite loss"):
+        history = fit(
+            model,
+            _BadGradientOnCall(bad_call=4, value=np.nan),
+            SGD(model.parameters(), lr=0.1),
+            (x, y),
+            epochs=3,
+            batch_size=16,
+            rng=0,
+        )
+    assert str(history.stop_reason).startswith(
+        "non-finite loss (nan) at epoch 1, batch 5, after the update of batch 4 made the "
+        "weights non-finite: stopped; the weights are restored to those at the start of epoch 1"
+    )
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(v, start[k])
+
+
+def test_a_non_finite_state_the_loss_never_shows_is_caught_at_the_epoch_end() -> None:
+    # The gradient of an epoch's last batch goes NaN: no loss of that epoch can show
+    # it, and the check of the whole state at the epoch's end does.
+    x, y = _moons(160)
+    model = build_mlp(2, [8], 2, rng=0)
+    snaps = _Snapshots()
+    with pytest.warns(RuntimeWarning, match="non-finite weights or optimizer state"):
+        history = fit(
+            model,
+            _BadGradientOnCall(bad_call=20, value=np.nan),
+            Adam(model.parameters(), lr=1e-3),
+            (x, y),
+            epochs=3,
+            batch_size=16,
+            rng=0,
+            callbacks=[snaps],
+        )
+    assert history.stop_reason == (
+        "non-finite weights or optimizer state at the end of epoch 2 (after batch 10): "
+        "stopped; the weights are restored to those at the start of epoch 2 (try a lower "
+        "learning rate)"
+    )
+    assert history.epochs == 2 and all(np.isfinite(history["loss"]))
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(v, snaps.states[9][k])
 
 
 def test_a_diverging_run_ends_on_finite_weights_with_one_warning() -> None:

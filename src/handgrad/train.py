@@ -184,7 +184,7 @@ def _check_data(x: np.ndarray, y: np.ndarray, name: str) -> None:
         raise ValueError(f"{name}: x has {len(x)} samples but y has {len(y)}")
     if len(x) == 0:
         raise ValueError(f"{name} is empty")
-    if np.issubdtype(x.dtype, np.floating) and not np.all(np.isfinite(x)):
+    if np.issubdtype(x.dtype, np.floating) and not all_finite(x):
         raise ValueError(f"{name}: x contains NaN or infinite values")
 
 
@@ -194,26 +194,59 @@ def _n_correct(scores: np.ndarray, y: np.ndarray) -> int | None:
     return int(np.count_nonzero(scores.argmax(axis=1) == y))
 
 
-def _grads_finite(model: Module) -> bool:
-    return all(bool(np.isfinite(p.grad).all()) for p in model.parameters())
+def all_finite(x: np.ndarray) -> bool:
+    """True when no element of the float array ``x`` is NaN or infinite.
+
+    One pass, no temporary: the sum of finite numbers is NaN or infinite only when
+    it overflows, so only then are the elements checked one by one (a whole MNIST
+    training set: 11 ms instead of 17 ms for ``np.isfinite(x).all()``)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        if math.isfinite(float(np.sum(x))):
+            return True
+    flat = x.reshape(-1)
+    chunk = 1 << 16
+    return all(bool(np.isfinite(flat[i : i + chunk]).all()) for i in range(0, flat.size, chunk))
 
 
-class _LastGood:
-    """Copies of the weights and buffers of the last step whose loss and gradients
-    were finite, refreshed in place before every update (no allocation per step)."""
+def _finite_state(model: Module, optimizer: Any) -> bool:
+    """True when every weight, buffer and optimizer state array is finite."""
+    arrays = [p.data for p in model.parameters()]
+    arrays += [b for _, b in model.named_buffers() if np.issubdtype(b.dtype, np.floating)]
+    for state in getattr(optimizer, "state", {}).values():
+        arrays += [v for v in state.values() if isinstance(v, np.ndarray) and v.dtype.kind == "f"]
+    return all(all_finite(a) for a in arrays)
+
+
+class _Snapshot:
+    """The weights and buffers where this run's current epoch began (or where a
+    resumed run picked it up): what the divergence guard restores.
+
+    Taken once per epoch into the same arrays, it costs nothing per step: the
+    guard checks one number a step, the loss (a non-finite gradient makes the
+    weights non-finite, and so the next step's loss), and the whole state once
+    at the end of each epoch."""
 
     def __init__(self, model: Module) -> None:
         self.model = model
         self.state = model.state_dict()
+        self.where = ""
 
-    def keep(self) -> None:
+    def take(self, where: str) -> None:
         for name, p in self.model.named_parameters():
             np.copyto(self.state[name], p.data)
         for name, buf in self.model.named_buffers():
             np.copyto(self.state[name], buf)
+        self.where = where
 
     def restore(self) -> None:
         self.model.load_state_dict(self.state)
+
+
+def _diverged(problem: str, where: str, snapshot: _Snapshot) -> str:
+    return (
+        f"{problem} at {where}: stopped; the weights are restored to those at "
+        f"{snapshot.where} (try a lower learning rate)"
+    )
 
 
 def fit(
@@ -373,7 +406,7 @@ def fit(
 
     # BLAS and handgrad threads for this model (handgrad._threads), restored after
     with _threads.for_run(model, threads):
-        last_good = _LastGood(model)
+        snapshot = _Snapshot(model)
         for epoch in range(trainer.epoch, int(epochs)):
             trainer.epoch = epoch
             if not resumed:
@@ -393,33 +426,42 @@ def fit(
                 total_loss, seen, correct, counted = 0.0, 0, 0, 0
             assert order is not None
             trainer.order, trainer.epoch_lr, trainer.epoch_start = order, lr, t0
+            snapshot.take(
+                f"batch {trainer.step} of epoch {epoch + 1}, where this run resumed"
+                if trainer.step
+                else f"the start of epoch {epoch + 1}"
+            )
             for step, idx in enumerate(
                 index_batches(order, batch_size, start=trainer.step), start=trainer.step
             ):
                 xb, yb = prep(x[idx]), y[idx]
                 if augment is not None:
                     xb = augment(xb, generator)
-                # A diverging run overflows somewhere in the step; the checks below
-                # catch every such case and say so once, instead of NumPy's warnings.
+                # A diverging run overflows somewhere in the step; the loss check
+                # below catches it and says so once, instead of NumPy's warnings.
                 with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
                     scores = model.forward(xb)
                     value = loss.forward(scores, yb)
-                    problem = None if math.isfinite(value) else f"non-finite loss ({value})"
-                    if problem is None:
-                        optimizer.zero_grad()
-                        model.backward_params(loss.backward())  # dL/dx of the data is never used
-                        if not _grads_finite(model):
-                            problem = "non-finite gradient"
-                if problem is not None:
-                    last_good.restore()
-                    trainer.request_stop(
-                        f"{problem} at epoch {epoch + 1}, batch {step + 1}: stopped; the weights "
-                        "are restored to those of the last step whose loss and gradients were "
-                        "finite (try a lower learning rate)",
-                        immediately=True,
-                    )
-                    break
-                last_good.keep()
+                    if not math.isfinite(value):
+                        # A non-finite gradient (or update) made the weights
+                        # non-finite a step ago, or the loss itself overflowed.
+                        cause = (
+                            ""
+                            if _finite_state(model, optimizer)
+                            else (f", after the update of batch {step} made the weights non-finite")
+                        )
+                        snapshot.restore()
+                        trainer.request_stop(
+                            _diverged(
+                                f"non-finite loss ({value})",
+                                f"epoch {epoch + 1}, batch {step + 1}{cause}",
+                                snapshot,
+                            ),
+                            immediately=True,
+                        )
+                        break
+                    optimizer.zero_grad()
+                    model.backward_params(loss.backward())  # dL/dx of the data is never used
                 optimizer.step()
                 if scheduler is not None and scheduler_interval == "batch":
                     scheduler.step()
@@ -435,6 +477,20 @@ def fit(
                     cb.on_train_batch_end(step, {"loss": value, "size": len(idx)})
                 if trainer.stop_now:
                     break
+            if not (history.stop_reason or "").startswith("non-finite") and not _finite_state(
+                model, optimizer
+            ):
+                # the last update went non-finite, or one whose loss never showed it
+                snapshot.restore()
+                trainer.interrupted, history.stop_reason = False, None  # not resumable
+                trainer.request_stop(
+                    _diverged(
+                        "non-finite weights or optimizer state",
+                        f"the end of epoch {epoch + 1} (after batch {trainer.step})",
+                        snapshot,
+                    ),
+                    immediately=True,
+                )
             if seen == 0 or (trainer.interrupted and trainer.step < steps):
                 break  # an interrupted epoch stays open for a resumed run to finish
             logs = {"loss": total_loss / seen}

@@ -72,6 +72,8 @@ def _class_targets(
     if t.shape != expected:
         raise ValueError(f"{where} expects targets of shape {expected}, got {t.shape}")
     t = t.reshape(-1)
+    if t.size and 0 <= t.min() and t.max() < n_classes:
+        return t  # every label a class (the usual case: two reductions, no masks)
     bad = (t < 0) | (t >= n_classes)
     if ignore_index is not None:
         bad &= t != ignore_index
@@ -81,6 +83,14 @@ def _class_targets(
             f"(valid: 0..{n_classes - 1})"
         )
     return t
+
+
+def _kept_rows(t: np.ndarray, ignore_index: int, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """The rows whose label is not ``ignore_index``, and their labels."""
+    if not t.size or (not 0 <= ignore_index < n_classes and 0 <= t.min() and t.max() < n_classes):
+        return np.arange(t.size), t  # no label is ignore_index: every row counts
+    rows = np.flatnonzero(t != ignore_index)
+    return rows, t[rows]
 
 
 def _scores_and_classes(input: object, target: object, where: str) -> tuple[np.ndarray, np.ndarray]:
@@ -153,14 +163,13 @@ class CrossEntropyLoss(Loss):
         e = x.dtype.type(self.label_smoothing)
         if np.issubdtype(np.asarray(target).dtype, np.integer):
             t = _class_targets(target, input.shape, c, self.ignore_index, "CrossEntropyLoss")
-            keep = t != self.ignore_index
-            rows = np.flatnonzero(keep)
-            tk = t[rows]
+            rows, tk = _kept_rows(t, self.ignore_index, c)
             w_t = np.ones(len(rows), x.dtype) if w is None else w[tk]
             nll = -logp[rows, tk]  # (K,)
             total = float(np.dot(w_t, nll)) * (1.0 - self.label_smoothing)
             if self.label_smoothing:
-                smooth = -(logp[rows] if w is None else logp[rows] * w).sum(axis=1)
+                kept = logp if len(rows) == len(logp) else logp[rows]  # (K, C)
+                smooth = -(kept if w is None else kept * w).sum(axis=1)
                 total += float(smooth.sum()) * self.label_smoothing / c
             denom = float(w_t.sum())
             self._cache = ("index", logp, rows, tk, w_t, w, input.shape, denom)
@@ -191,16 +200,20 @@ class CrossEntropyLoss(Loss):
             _, logp, rows, tk, w_t, w, shape, denom = cache
             e = self.label_smoothing
             c = logp.shape[1]
-            dx = np.zeros_like(logp)
+            every = len(rows) == len(logp)  # no sample ignored: g is the whole gradient
+            dx = np.empty_like(logp) if every else np.zeros_like(logp)
             if len(rows):
-                p = np.exp(logp[rows])  # (K, C) softmax
+                p = np.exp(logp if every else logp[rows])  # (K, C) softmax
                 w_sum = float(logp.shape[1]) if w is None else float(w.sum())
                 mass = (1 - e) * w_t + e / c * w_sum  # (K,) sum_c q_c per sample
-                g = p * mass[:, None].astype(logp.dtype)
+                g = np.multiply(p, mass[:, None].astype(logp.dtype), out=p)
                 if e:
                     g -= (e / c) * (1.0 if w is None else w)
                 g[np.arange(len(rows)), tk] -= (1 - e) * w_t
-                dx[rows] = g
+                if every:
+                    dx = g
+                else:
+                    dx[rows] = g
         else:
             _, logp, q, shape, denom = cache
             dx = np.exp(logp) * q.sum(axis=1, keepdims=True) - q
