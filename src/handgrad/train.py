@@ -160,7 +160,7 @@ def default_transform(dtype: np.dtype) -> Transform:
 
     def transform(x: np.ndarray) -> np.ndarray:
         nonlocal warned
-        if np.issubdtype(x.dtype, np.integer):
+        if x.dtype.kind in "iu":  # np.integer
             return x.astype(dtype) * scale
         if not warned and looks_like_0_255(x):
             warned = True
@@ -189,7 +189,7 @@ def _check_data(x: np.ndarray, y: np.ndarray, name: str) -> None:
 
 
 def _n_correct(scores: np.ndarray, y: np.ndarray) -> int | None:
-    if scores.ndim != 2 or y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+    if scores.ndim != 2 or y.ndim != 1 or y.dtype.kind not in "iu":  # not np.integer
         return None
     return int(np.count_nonzero(scores.argmax(axis=1) == y))
 

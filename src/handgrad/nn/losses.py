@@ -67,7 +67,7 @@ def _class_targets(
 ) -> np.ndarray:
     t = np.asarray(target)
     expected = (shape[0], *shape[2:])
-    if not np.issubdtype(t.dtype, np.integer):
+    if t.dtype.kind not in "iu":  # not np.integer
         raise _not_class_indices(t, expected, where)
     if t.shape != expected:
         raise ValueError(f"{where} expects targets of shape {expected}, got {t.shape}")
@@ -161,7 +161,7 @@ class CrossEntropyLoss(Loss):
         logp = log_softmax(x, axis=1)  # (M, C)
         w = _class_weight(self.weight, c, x.dtype, "CrossEntropyLoss")
         e = x.dtype.type(self.label_smoothing)
-        if np.issubdtype(np.asarray(target).dtype, np.integer):
+        if np.asarray(target).dtype.kind in "iu":  # np.integer
             t = _class_targets(target, input.shape, c, self.ignore_index, "CrossEntropyLoss")
             rows, tk = _kept_rows(t, self.ignore_index, c)
             w_t = np.ones(len(rows), x.dtype) if w is None else w[tk]
