@@ -1,13 +1,15 @@
 """Every benchmark of the project in one command: Markdown, JSON and figures.
 
-    python -m benchmarks                      # every suite, 1 and 2 threads (about 20 min)
+    python -m benchmarks                      # every suite, 1 and 2 threads (about 25 min)
     python -m benchmarks --suites mlp,threads # some of them
     python -m benchmarks --quick --out DIR    # a tiny run in seconds (the tests use it)
 
 Run from the repository's root. Each suite is one of the scripts beside this file,
 run as a process of its own with the same arguments a reader would type (the
 tables say which): ``bench_mlp.py`` (the MLP against PyTorch, scikit-learn and
-the GEMM floor), ``bench_cnn.py`` (LeNet against PyTorch and its GEMM floor, and
+the GEMM floor: Adam and SGD, float32 and float64, epoch times with the achieved
+GFLOP/s against the floor's, peak memory, inference at batch 10,000, time to 97%
+test accuracy), ``bench_cnn.py`` (LeNet against PyTorch and its GEMM floor, and
 inference), ``bench_threads.py`` (1 against 2 threads, idle and with a busy
 core). Within a suite the contenders alternate, epoch by epoch, each in a process
 of its own; every table gives the median, the fastest and the slowest epoch, so
@@ -31,6 +33,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ._bench import hardware, installed_versions
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -50,16 +54,30 @@ class Run:
         return " ".join(["python", f"benchmarks/{self.argv[0]}", *self.argv[1:], "--markdown"])
 
 
+def _mlp_runs(threads: list[int], quick: bool) -> list[Run]:
+    """Adam (batch 128) and SGD (batch 64), in float32 and float64, at each thread
+    count; each with inference and a convergence run."""
+    if quick:
+        extra = ["--rounds", "1", "--train-size", "1024", "--convergence", "2", "--infer-reps", "3"]
+    else:
+        extra = ["--convergence", "10"]
+    runs = []
+    for dtype, t in [(dtype, t) for dtype in ("float32", "float64") for t in threads]:
+        for optimizer, name in (("adam", "Adam"), ("sgd", "SGD")):
+            argv = ["bench_mlp.py", "--optimizer", optimizer, "--threads", str(t)]
+            argv += ["--dtype", dtype] if dtype != "float32" else []
+            title = f"MLP, {name}, {dtype}, {t} thread{'s' * (t > 1)}"
+            runs.append(Run("mlp", title, [*argv, *extra]))
+    return runs
+
+
 def _runs(suites: list[str], threads: list[int], quick: bool) -> list[Run]:
     """The runs to make, in order, with the arguments each script takes."""
     runs = []
     rounds = ["--rounds", "1"] if quick else []
     for suite in suites:
         if suite == "mlp":
-            size = ["--train-size", "1024"] if quick else []
-            for t in threads:
-                argv = ["bench_mlp.py", *rounds, "--threads", str(t), *size]
-                runs.append(Run("mlp", f"MLP, {t} thread{'s' * (t > 1)}", argv))
+            runs += _mlp_runs(threads, quick)
         elif suite == "cnn":
             size = ["--train-size", "256"] if quick else []
             for t in threads:
@@ -74,18 +92,24 @@ def _runs(suites: list[str], threads: list[int], quick: bool) -> list[Run]:
 
 
 def _parse_output(run: Run, stdout: str) -> None:
-    """The Markdown tables (runs of ``|`` lines) and the lines around them."""
+    """The Markdown tables (runs of ``|`` lines) and the lines around them: every
+    line in ``run.notes``, and in each table's ``caption`` the lines since the table
+    before it (the run's heading lines stay with the run, not the first table)."""
     table: list[list[str]] = []
+    caption: list[str] = []
     for line in [*stdout.splitlines(), ""]:
         if line.startswith("|"):
             table.append([cell.strip() for cell in line.strip().strip("|").split("|")])
             continue
         if table:
             head, rows = table[0], [r for r in table[1:] if not set("".join(r)) <= set("-:")]
-            run.tables.append({"head": head, "rows": rows})
-            table = []
+            run.tables.append(
+                {"head": head, "rows": rows, "caption": caption if run.tables else []}
+            )
+            table, caption = [], []
         if line.strip():
             run.notes.append(line.rstrip())
+            caption.append(line.rstrip())
 
 
 def _execute(run: Run, timeout: float) -> None:
@@ -108,7 +132,7 @@ def _execute(run: Run, timeout: float) -> None:
             run.notes.append(line)
 
 
-def _markdown(runs: list[Run], when: str, argv: list[str]) -> str:
+def _markdown(runs: list[Run], when: str, argv: list[str], machine: dict[str, str]) -> str:
     lines = [
         "# Benchmarks",
         "",
@@ -118,11 +142,17 @@ def _markdown(runs: list[Run], when: str, argv: list[str]) -> str:
         "ratios and the medians: the fastest and slowest columns show how noisy the "
         "machine was.",
         "",
+        f"- Hardware: {machine['hardware']}",
+        f"- Versions: {machine['versions']}",
+        "",
     ]
     for run in runs:
         lines += [f"## {run.title}", "", f"`{run.command}` ({run.seconds:.0f} s)", ""]
-        lines += [f"    {note}" for note in run.notes] + [""]
+        captions = {line for table in run.tables for line in table.get("caption", [])}
+        lines += [f"    {note}" for note in run.notes if note not in captions] + [""]
         for table in run.tables:
+            if table.get("caption"):
+                lines += [f"    {line}" for line in table["caption"]] + [""]
             lines.append("| " + " | ".join(table["head"]) + " |")
             lines.append("| " + " | ".join(["---"] + ["---:"] * (len(table["head"]) - 1)) + " |")
             lines += ["| " + " | ".join(row) + " |" for row in table["rows"]]
@@ -197,8 +227,11 @@ def main(argv: list[str] | None = None) -> int:
             for row in table["rows"]:
                 print("  " + " | ".join(row))
     given = sys.argv[1:] if argv is None else argv
-    (args.out / "README.md").write_text(_markdown(runs, when, given) + "\n", encoding="utf-8")
-    data = {"date": when, "argv": given, "runs": [asdict(r) | {"command": r.command} for r in runs]}
+    machine = {"hardware": hardware(), "versions": installed_versions("torch", "scikit-learn")}
+    readme = _markdown(runs, when, given, machine)
+    (args.out / "README.md").write_text(readme + "\n", encoding="utf-8")
+    data = {"date": when, "argv": given, **machine}
+    data["runs"] = [asdict(r) | {"command": r.command} for r in runs]
     (args.out / "results.json").write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
     figures = _figures(runs, args.out)
     written = f"{args.out / 'README.md'}, {args.out / 'results.json'}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -27,13 +28,21 @@ TIMING_HEAD = (
 )
 
 
-def add_common_arguments(p: argparse.ArgumentParser, rounds: int, threads_help: str) -> None:
-    """The options every benchmark script takes."""
+def add_common_arguments(
+    p: argparse.ArgumentParser, rounds: int, threads_help: str, batch_help: str | None = None
+) -> None:
+    """The options every benchmark script takes. With ``batch_help``, ``--batch-size``
+    defaults to None (the script picks) and says so in its help."""
     p.add_argument(
         "--rounds", type=int, default=rounds, help=f"epochs per contender (default: {rounds})"
     )
     p.add_argument("--threads", type=int, default=2, help=f"{threads_help} (default: 2)")
-    p.add_argument("--batch-size", type=int, default=128, help="samples per step (default: 128)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None if batch_help else 128,
+        help=f"samples per step (default: {batch_help or 128})",
+    )
     p.add_argument(
         "--train-size", type=int, default=60000, help="training images used (default: all 60,000)"
     )
@@ -46,9 +55,22 @@ def add_common_arguments(p: argparse.ArgumentParser, rounds: int, threads_help: 
 PROTOCOL = "@@bench "  # prefix of the lines a worker answers with; other output is passed on
 
 
-def serve(run: Callable[[int], None], predict: Callable[[], tuple[float, ...]] | None) -> int:
-    """The worker's side: answer ``epoch R`` with the seconds ``run(R)`` took, and
-    ``predict`` with the numbers ``predict()`` returns, until ``quit``."""
+def peak_memory() -> int:
+    """Bytes: the most memory this process has held resident so far (``ru_maxrss``)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else 1024 * peak  # Linux counts KiB
+
+
+def serve(
+    run: Callable[[int], None],
+    predict: Callable[[], tuple[float, ...]] | None,
+    commands: dict[str, Callable[..., Any]] | None = None,
+) -> int:
+    """The worker's side: answer ``epoch R`` with the seconds ``run(R)`` took,
+    ``predict`` with the numbers ``predict()`` returns, ``memory`` with the process's
+    peak resident bytes, and ``NAME ARG...`` with what ``commands[NAME](*ARGS)``
+    returns (a string as it is, a number or a tuple of numbers as ``repr``), until
+    ``quit``."""
     print(PROTOCOL + "ready", flush=True)
     for line in sys.stdin:
         command, *rest = line.split()
@@ -59,6 +81,13 @@ def serve(run: Callable[[int], None], predict: Callable[[], tuple[float, ...]] |
         elif command == "predict":
             answer = "none" if predict is None else " ".join(map(repr, predict()))
             print(PROTOCOL + answer, flush=True)
+        elif command == "memory":
+            print(f"{PROTOCOL}{peak_memory()}", flush=True)
+        elif commands is not None and command in commands:
+            out = commands[command](*rest)
+            if isinstance(out, tuple):
+                out = " ".join(map(repr, out))
+            print(PROTOCOL + (out if isinstance(out, str) else repr(out)), flush=True)
         else:
             break
     return 0
@@ -77,7 +106,7 @@ class Worker:
     with ~6,000 page faults per step.
     """
 
-    def __init__(self, script: str, name: str) -> None:
+    def __init__(self, script: str, name: str, wait: bool = True) -> None:
         argv = [a for a in sys.argv[1:] if a != "--markdown"]
         self.name = name
         self.proc = subprocess.Popen(
@@ -87,7 +116,15 @@ class Worker:
             text=True,
             bufsize=1,
         )
-        self.skipped = self._answer() != "ready"
+        self.skipped: bool | None = None  # known once the worker answers
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> bool:
+        """Wait for the worker's first answer; True when it serves (its package loaded)."""
+        if self.skipped is None:
+            self.skipped = self._answer() != "ready"
+        return not self.skipped
 
     def _answer(self) -> str:
         out: TextIO | None = self.proc.stdout
@@ -108,24 +145,36 @@ class Worker:
     def epoch(self, r: int) -> float:
         return float(self.ask(f"epoch {r}"))
 
+    def memory(self) -> int:
+        """The worker's peak resident memory so far, in bytes."""
+        return int(self.ask("memory"))
+
     def close(self) -> None:
         if self.proc.poll() is None and self.proc.stdin is not None:
-            self.proc.stdin.write("quit\n")
-            self.proc.stdin.close()
+            try:
+                self.proc.stdin.write("quit\n")
+                self.proc.stdin.close()
+            except (BrokenPipeError, ValueError):
+                pass  # the worker has gone already, or was told
         self.proc.wait()
 
 
 def start_workers(script: str, names: Sequence[str]) -> dict[str, Worker]:
-    """A :class:`Worker` per contender; one whose package is missing is skipped
-    (its worker says why on stderr)."""
+    """A :class:`Worker` per contender, all starting at once; one whose package is
+    missing is skipped (its worker says why on stderr)."""
+    started = [Worker(script, name, wait=False) for name in names]
     workers = {}
-    for name in names:
-        worker = Worker(script, name)
-        if worker.skipped:
+    try:
+        for worker in started:
+            if worker.wait_ready():
+                workers[worker.name] = worker
+            else:
+                worker.close()
+                print(f"skipping {worker.name}", file=sys.stderr)
+    except BaseException:
+        for worker in started:
             worker.close()
-            print(f"skipping {name}", file=sys.stderr)
-        else:
-            workers[name] = worker
+        raise
     return workers
 
 
@@ -232,6 +281,20 @@ def hardware() -> str:
     except (KeyError, TypeError, ValueError):
         pass
     return ", ".join(x for x in (model, simd, f"{cores} cores", blas) if x)
+
+
+def installed_versions(*distributions: str) -> str:
+    """Python, NumPy and the installed version of each distribution named (the
+    workers import them; the process that prints may not have)."""
+    import importlib.metadata
+
+    found = [f"Python {platform.python_version()}", f"NumPy {importlib.metadata.version('numpy')}"]
+    for name in distributions:
+        try:
+            found.append(f"{name} {importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return ", ".join(found)
 
 
 def versions() -> str:

@@ -15,26 +15,118 @@ CNN_SCRIPT = BENCHMARKS / "bench_cnn.py"
 MS = re.compile(r"^\d+\.\d\d$")  # a time in milliseconds, as the tables print it
 
 
-def test_bench_mlp_reports_each_contender() -> None:
+TIMING_HEAD = [
+    "contender",
+    "median epoch",
+    "fastest",
+    "slowest",
+    "all epochs",
+    "vs handgrad",
+    "test accuracy",
+]
+MLP_FLOPS = 2 * (2 * 784 * 128 + 3 * 128 * 10)  # a training step's five products, per sample
+
+
+def expected_contenders(stderr: str, *modules: tuple[str, str]) -> set[str]:
+    """handgrad and the floor, and each contender whose package is installed (the
+    others are said to be skipped)."""
+    expected = {"handgrad", "GEMM floor"}
+    for module, name in modules:
+        if importlib.util.find_spec(module) is not None:
+            expected.add(name)
+        else:
+            assert f"skipping {name}" in stderr
+    return expected
+
+
+def seconds(cell: str) -> float:
+    assert re.fullmatch(r"\d+\.\d+ m?s", cell), cell
+    value = float(cell.split()[0])
+    return value / 1e3 if cell.endswith(" ms") else value
+
+
+def mib(cell: str) -> int:
+    assert re.fullmatch(r"[\d,]+ MiB", cell), cell
+    return int(cell.split()[0].replace(",", ""))
+
+
+def percent(cell: str) -> float:
+    assert re.fullmatch(r"\d+\.\d\d%", cell), cell
+    return float(cell.rstrip("%"))
+
+
+def test_bench_mlp_times_training_inference_and_convergence(small_mnist: Path) -> None:
+    """Every table of bench_mlp.py, with numbers that agree with each other: GFLOP/s
+    is the step's matrix work over the median epoch, "x floor" the ratio of medians,
+    images/s the test set over the median call; the convergence run's fresh models
+    end exactly where the timed ones did after as many epochs (same seeds, one thread)."""
+    argv = ["--rounds", "2", "--train-size", "1024", "--threads", "1", "--convergence", "2"]
+    argv += ["--target", "0.5", "--infer-reps", "3", "--markdown"]
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--rounds", "2", "--train-size", "1024", "--markdown"],
+        [sys.executable, str(SCRIPT), *argv],
         capture_output=True,
         text=True,
         timeout=300,
         check=True,
+        env={**os.environ, "HANDGRAD_DATA": str(small_mnist)},
     )
-    rows = {line.split("|")[1].strip(): line for line in proc.stdout.splitlines() if "|" in line}
-    expected = {"handgrad", "GEMM floor"}
-    for module, name in (("torch", "PyTorch"), ("sklearn", "scikit-learn")):
-        if importlib.util.find_spec(module) is not None:
-            expected.add(name)
-        else:
-            assert f"skipping {name}" in proc.stderr
-    assert expected <= set(rows), proc.stdout
-    assert "| handgrad | " in rows["handgrad"] and "1.00x" in rows["handgrad"]
-    accuracy = float(rows["handgrad"].split("|")[7].strip().rstrip("%"))
-    assert accuracy > 70  # two epochs on 1,024 images
+    assert "MLP 784-128-10, Adam lr 0.001, batch 128, float32, 1,024 images" in proc.stdout
     assert_hardware_line(proc.stdout)
+    expected = expected_contenders(proc.stderr, ("torch", "PyTorch"), ("sklearn", "scikit-learn"))
+    (head, rows), (infer_head, infer), (conv_head, conv) = markdown_tables(proc.stdout)
+
+    assert head == [*TIMING_HEAD, "GFLOP/s", "x floor", "peak memory"]
+    assert set(rows) == expected, proc.stdout
+    assert rows["handgrad"][4] == "1.00x" and rows["GEMM floor"][7] == "1.00x"
+    floor = seconds(rows["GEMM floor"][0])
+    for name, (med, fast, slow, _, _, accuracy, gflops, vs_floor, memory) in rows.items():
+        med_s = seconds(med)
+        assert 0 < seconds(fast) <= med_s <= seconds(slow), name
+        assert float(gflops) > 0
+        # rounded cells: the median to 1 ms, GFLOP/s to 0.1
+        assert abs(float(gflops) * med_s - MLP_FLOPS * 1024 / 1e9) < 0.05 + 1e-3 * float(gflops)
+        assert abs(float(vs_floor.rstrip("x")) - med_s / floor) < 0.01 + 0.002 / floor, name
+        assert 30 < mib(memory) < 4000, (name, memory)
+        if name == "GEMM floor":
+            assert accuracy == "-"  # no model, nothing to test
+        else:
+            assert percent(accuracy) > 50, (name, accuracy)  # two epochs on 1,024 images
+
+    assert "predicting the 500 test images in one call" in proc.stdout
+    assert infer_head == [
+        "contender",
+        "median call",
+        "fastest",
+        "slowest",
+        "images/s",
+        "vs PyTorch",
+        "GFLOP/s",
+    ]
+    assert set(infer) == expected | {"handgrad, batch_size=2000 (default)"}
+    for name, (med, fast, slow, speed, vs_torch, gflops) in infer.items():
+        med_s = seconds(med)
+        assert 0 < seconds(fast) <= med_s <= seconds(slow), name
+        images = int(speed.replace(",", ""))
+        assert abs(images * med_s - 500) < 500 * 0.01 + images * 5e-6, (name, speed, med)
+        assert float(gflops) > 0
+        if "PyTorch" in infer:
+            assert re.fullmatch(r"\d+\.\d\dx", vs_torch), vs_torch
+    if "PyTorch" in infer:
+        assert infer["PyTorch"][4] == "1.00x"
+
+    assert conv_head == [
+        "contender",
+        "time to 50%",
+        "epochs to 50%",
+        "accuracy after 2 epochs",
+        "peak memory",
+    ]
+    assert set(conv) == expected - {"GEMM floor"}
+    for name, (to_target, epochs, accuracy, memory) in conv.items():
+        assert epochs in ("1", "2"), (name, epochs)
+        assert 0 < seconds(to_target) <= 2 * seconds(rows[name][2]) + 0.01, name  # <= 2 slowest
+        assert accuracy == rows[name][5], name  # a fresh model, the same two epochs
+        assert mib(memory) >= mib(rows[name][8])  # the peak so far: it only grows
 
 
 def assert_hardware_line(stdout: str) -> None:
@@ -83,20 +175,8 @@ def markdown_tables(text: str) -> list[tuple[list[str], dict[str, list[str]]]]:
 def test_bench_cnn_reports_each_contender_and_inference(small_mnist: Path) -> None:
     proc = run_bench_cnn("--rounds", "1", "--train-size", "256", data=small_mnist)
     (head, rows), (infer_head, infer_rows) = markdown_tables(proc.stdout)
-    assert head == [
-        "contender",
-        "median epoch",
-        "fastest",
-        "slowest",
-        "all epochs",
-        "vs handgrad",
-        "test accuracy",
-    ]
-    expected = {"handgrad", "GEMM floor"}
-    if importlib.util.find_spec("torch") is not None:
-        expected.add("PyTorch")
-    else:
-        assert "skipping PyTorch" in proc.stderr
+    assert head == TIMING_HEAD
+    expected = expected_contenders(proc.stderr, ("torch", "PyTorch"))
     assert set(rows) == expected, proc.stdout
     assert rows["handgrad"][4] == "1.00x"
     assert_hardware_line(proc.stdout)
@@ -184,7 +264,8 @@ def test_bench_cnn_chunks_table(small_mnist: Path) -> None:
 
 def test_the_benchmark_entry_point_writes_markdown_json_and_figures(tmp_path: Path) -> None:
     """``python -m benchmarks --quick`` (one round on a few images) runs the suites and
-    writes what the full run writes into docs/benchmarks."""
+    writes what the full run writes into docs/benchmarks: for the MLP, Adam and SGD in
+    float32 and float64, each with its training, inference and convergence tables."""
     import json
 
     out = tmp_path / "bench"
@@ -198,19 +279,45 @@ def test_the_benchmark_entry_point_writes_markdown_json_and_figures(tmp_path: Pa
         check=True,
     )
     data = json.loads((out / "results.json").read_text())
+    assert re.search(r", \d+ cores, ", data["hardware"]) and "NumPy " in data["versions"]
     runs = {run["title"]: run for run in data["runs"]}
-    assert list(runs) == ["MLP, 1 thread", "1 or 2 threads, idle", "1 or 2 threads, one busy core"]
-    mlp = runs["MLP, 1 thread"]
-    assert mlp["command"] == (
-        "python benchmarks/bench_mlp.py --rounds 1 --threads 1 --train-size 1024 --markdown"
+    mlp_titles = [
+        "MLP, Adam, float32, 1 thread",
+        "MLP, SGD, float32, 1 thread",
+        "MLP, Adam, float64, 1 thread",
+        "MLP, SGD, float64, 1 thread",
+    ]
+    assert list(runs) == [*mlp_titles, "1 or 2 threads, idle", "1 or 2 threads, one busy core"]
+    quick = "--rounds 1 --train-size 1024 --convergence 2 --infer-reps 3 --markdown"
+    assert runs["MLP, SGD, float64, 1 thread"]["command"] == (
+        f"python benchmarks/bench_mlp.py --optimizer sgd --threads 1 --dtype float64 {quick}"
     )
-    head, rows = mlp["tables"][0]["head"], mlp["tables"][0]["rows"]
-    assert head[:2] == ["contender", "median epoch"] and rows[0][0] == "handgrad"
-    assert any(note.startswith("Hardware: ") for note in mlp["notes"])
+    recipes = ["Adam lr 0.001, batch 128", "SGD lr 0.1, batch 64"]  # batch follows optimizer
+    headings = [f"{recipe}, {dtype}" for dtype in ("float32", "float64") for recipe in recipes]
+    for title, heading in zip(mlp_titles, headings, strict=True):
+        mlp = runs[title]
+        assert any(heading in note for note in mlp["notes"]), (title, mlp["notes"])
+        assert any(note.startswith("Hardware: ") for note in mlp["notes"])
+        training, inference, converged = mlp["tables"]
+        assert training["head"][:2] == ["contender", "median epoch"]
+        assert training["rows"][0][0] == "handgrad"
+        floor = next(r for r in training["rows"] if r[0] == "GEMM floor")
+        assert float(floor[7]) > 0 and floor[8] == "1.00x"  # the machine's GEMM rate
+        assert inference["head"][4] == "images/s" and inference["caption"]
+        assert all(int(r[4].replace(",", "")) > 0 for r in inference["rows"])
+        assert converged["head"][1:4] == ["time to 97%", "epochs to 97%", "accuracy after 2 epochs"]
+        for name, to_target, epochs, accuracy, memory in converged["rows"]:
+            # two epochs on 1,024 images reach 97% on nothing
+            assert (to_target, epochs) == ("not in 2 epochs", "-"), name
+            assert 0 < float(accuracy.rstrip("%")) <= 100 and mib(memory) > 0
     assert {r[0] for r in runs["1 or 2 threads, idle"]["tables"][0]["rows"]} == {
         "mlp-1", "mlp-2", "lenet-1", "lenet-2"
     }  # fmt: skip
     readme = (out / "README.md").read_text()
-    assert f"`{mlp['command']}`" in readme and "| handgrad | " in readme
+    assert f"- Hardware: {data['hardware']}" in readme
+    assert f"- Versions: {data['versions']}" in readme
+    for run in runs.values():
+        assert f"`{run['command']}`" in readme
+    assert "| handgrad | " in readme and "| time to 97% |" in readme
     if importlib.util.find_spec("matplotlib") is not None:
-        assert len(list(out.glob("*.png"))) == 3
+        assert len(list(out.glob("*.png"))) == 6  # one per timing table
