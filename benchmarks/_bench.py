@@ -276,8 +276,12 @@ def hardware() -> str:
     try:
         config = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
         blas = f"{config['name']} {config['version']}"
-        kernel = str(config.get("openblas configuration", "")).split()
-        blas += f" ({kernel[-2]} kernels)" if len(kernel) >= 2 else ""
+        built = str(config.get("openblas configuration", "")).split()
+        kernel = _runtime_kernel()
+        if kernel:
+            blas += f" ({kernel} kernels)"
+        elif len(built) >= 2:
+            blas += f" (built with {built[-2]} kernels; the one in use unknown)"
     except (KeyError, TypeError, ValueError):
         pass
     return ", ".join(x for x in (model, simd, f"{cores} cores", blas) if x)
@@ -295,6 +299,20 @@ def installed_versions(*distributions: str) -> str:
         except importlib.metadata.PackageNotFoundError:
             pass
     return ", ".join(found)
+
+
+def _runtime_kernel() -> str:
+    """The kernel OpenBLAS picked for this CPU when it loaded (its build setting only
+    names the oldest it supports: "Haswell" in a wheel that ran SkylakeX kernels
+    here); threadpoolctl (scikit-learn's dependency) reads it."""
+    try:
+        import threadpoolctl
+    except ImportError:
+        return ""
+    for lib in threadpoolctl.threadpool_info():
+        if lib.get("internal_api") == "openblas" and lib.get("architecture"):
+            return str(lib["architecture"])
+    return ""
 
 
 def versions() -> str:
