@@ -106,7 +106,9 @@ class Worker:
     with ~6,000 page faults per step.
     """
 
-    def __init__(self, script: str, name: str, wait: bool = True) -> None:
+    def __init__(
+        self, script: str, name: str, wait: bool = True, env: dict[str, str] | None = None
+    ) -> None:
         argv = [a for a in sys.argv[1:] if a != "--markdown"]
         self.name = name
         self.proc = subprocess.Popen(
@@ -115,6 +117,7 @@ class Worker:
             stdout=subprocess.PIPE,
             text=True,
             bufsize=1,
+            env=None if env is None else {**os.environ, **env},
         )
         self.skipped: bool | None = None  # known once the worker answers
         if wait:
@@ -159,10 +162,14 @@ class Worker:
         self.proc.wait()
 
 
-def start_workers(script: str, names: Sequence[str]) -> dict[str, Worker]:
+def start_workers(
+    script: str, names: Sequence[str], envs: dict[str, dict[str, str]] | None = None
+) -> dict[str, Worker]:
     """A :class:`Worker` per contender, all starting at once; one whose package is
-    missing is skipped (its worker says why on stderr)."""
-    started = [Worker(script, name, wait=False) for name in names]
+    missing is skipped (its worker says why on stderr). ``envs`` adds environment
+    variables to some workers' (a baseline's ``PYTHONPATH``)."""
+    envs = envs or {}
+    started = [Worker(script, name, wait=False, env=envs.get(name)) for name in names]
     workers = {}
     try:
         for worker in started:
@@ -313,6 +320,25 @@ def _runtime_kernel() -> str:
         if lib.get("internal_api") == "openblas" and lib.get("architecture"):
             return str(lib["architecture"])
     return ""
+
+
+def baseline(path: str | None) -> tuple[dict[str, str], str]:
+    """The environment that makes a worker import handgrad from ``path`` (a checkout,
+    or its ``src``), and a line that says which code that is (its commit)."""
+    if not path:
+        return {}, ""
+    root = os.path.abspath(path)
+    src = os.path.join(root, "src") if os.path.isdir(os.path.join(root, "src")) else root
+    if not os.path.isfile(os.path.join(src, "handgrad", "__init__.py")):
+        raise SystemExit(f"--baseline {path}: no handgrad package in {src}")
+    commit = subprocess.run(
+        ["git", "-C", src, "log", "-1", "--format=%h %s"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    where = f"commit {commit}" if commit else src
+    return {"PYTHONPATH": src}, f"handgrad before: the same benchmark on {where}"
 
 
 def versions() -> str:

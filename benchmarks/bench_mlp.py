@@ -47,6 +47,7 @@ from _bench import (
     Worker,
     add_common_arguments,
     alternate,
+    baseline,
     hardware,
     installed_versions,
     pin_threads,
@@ -79,6 +80,11 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--target", type=float, default=0.97, help="test accuracy (default: 0.97)")
     p.add_argument(
         "--infer-reps", type=int, default=15, help="inference calls each (default: 15; 0 skips)"
+    )
+    p.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help="also time handgrad from another checkout (its root or src), as 'handgrad before'",
     )
     args = p.parse_args(argv)
     _, lr, batch = OPTIMIZERS[args.optimizer]
@@ -221,8 +227,10 @@ def gemm_floor(x: np.ndarray, y: np.ndarray) -> Contender:
     return Contender(epoch, None, {"all": lambda xt: (xt @ w1.T) @ w2.T})  # (N, 10)
 
 
+BEFORE = "handgrad before"
 CONTENDERS: dict[str, Callable[[np.ndarray, np.ndarray], Contender]] = {
     "handgrad": handgrad_contender,
+    **({BEFORE: handgrad_contender} if ARGS.baseline else {}),  # its worker imports the baseline
     "PyTorch": torch_contender,
     "scikit-learn": sklearn_contender,
     FLOOR: gemm_floor,
@@ -345,7 +353,8 @@ def convergence(workers: dict[str, Worker]) -> list[list[str]]:
 def main() -> int:
     if ARGS.worker:
         return serve_worker(ARGS.worker)
-    workers = start_workers(__file__, list(CONTENDERS))
+    env, before = baseline(ARGS.baseline)
+    workers = start_workers(__file__, list(CONTENDERS), {BEFORE: env})
     try:
         times = alternate({name: w.epoch for name, w in workers.items()}, ARGS.rounds)
         accuracy = {name: w.ask("accuracy") for name, w in workers.items()}
@@ -364,6 +373,8 @@ def main() -> int:
         f"{installed_versions('torch', 'scikit-learn')}"
     )
     print(f"Hardware: {hardware()}")
+    if before:
+        print(before)
     print(
         f"GFLOP/s: the five matrix products of each step, {TRAIN_FLOPS * n / 1e9:.2f} GFLOP an "
         "epoch, over the median epoch (the floor's, which runs only them and the batch gather: "
