@@ -138,7 +138,7 @@ def test_softmax_overflow_is_refused(tmp_path: Path) -> None:
 
 
 def test_weights_that_never_change_are_refused(tmp_path: Path) -> None:
-    source = _patched("        self._t += 1\n", "        return loss\n        self._t += 1\n")
+    source = _patched("        self._adam_step()\n        return loss\n", "        return loss\n")
     result = grade(write_submission(tmp_path, source), **TINY)
     assert result.reason == "backward did not update W1, b1, W2, b2"
 
@@ -150,7 +150,7 @@ def test_a_wrong_signature_is_refused(tmp_path: Path) -> None:
 
 
 def test_low_accuracy_is_refused(tmp_path: Path) -> None:
-    source = _patched("        step = self.lr", "        step = 1e-9 * self.lr")
+    source = _patched("        lr_t = self.lr", "        lr_t = 1e-9 * self.lr")
     result = grade(write_submission(tmp_path, source), **{**TINY, "min_accuracy": 0.85})
     assert not result.passed and result.test_accuracy is not None
     assert (
@@ -239,7 +239,7 @@ def test_predict_cannot_read_the_test_labels_from_the_grader(tmp_path: Path) -> 
 
 def test_patching_numpy_in_the_submission_does_not_change_the_score(tmp_path: Path) -> None:
     source = "import numpy\nnumpy.mean = lambda *a, **k: 0.999\n" + _patched(
-        "        step = self.lr", "        step = 1e-9 * self.lr"
+        "        lr_t = self.lr", "        lr_t = 1e-9 * self.lr"
     )
     result = grade(write_submission(tmp_path, source), **TINY)
     assert not result.passed and result.test_accuracy is not None
