@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, TextIO
+from typing import IO, Any
 
 TIMING_HEAD = (
     "contender",
@@ -130,7 +130,7 @@ class Worker:
         return not self.skipped
 
     def _answer(self) -> str:
-        out: TextIO | None = self.proc.stdout
+        out: IO[str] | None = self.proc.stdout
         assert out is not None
         for line in out:
             if line.startswith(PROTOCOL):

@@ -17,10 +17,12 @@ times the unwrapped epoch.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from _bench import pin_threads, print_table
@@ -38,6 +40,7 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--train-size", type=int, default=60000, help="(default: all 60,000)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     p.add_argument("--markdown", action="store_true", help="also print a Markdown table")
+    p.add_argument("--json", metavar="PATH", help="also write the microseconds per step as JSON")
     return p.parse_args(argv)
 
 
@@ -147,6 +150,9 @@ def main() -> int:
         f"{ARGS.epochs - 1} timed epochs ({total:.2f} s, {timed_steps} steps)"
     )
     print_table(("operation", "µs per step", "share"), rows, ARGS.markdown)
+    if ARGS.json:
+        micro = {name: seconds * 1e6 for name, seconds in per_step.items()}
+        Path(ARGS.json).write_text(json.dumps({**micro, "whole step": step * 1e6}, indent=1))
     return 0
 
 
