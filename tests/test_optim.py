@@ -256,3 +256,27 @@ def test_zero_grad_and_grads_left_untouched_by_step() -> None:
         np.testing.assert_array_equal(p.grad, g)
     opt.zero_grad()
     assert all(not p.grad.any() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw", "rmsprop", "adagrad", "lion"])
+def test_numpy_scalar_hyperparameters_update_as_python_numbers(name: str) -> None:
+    # lr from np.logspace is a numpy.float64: it must not turn a float32 update
+    # into float64 arithmetic (other numbers than PyTorch's, and slower)
+    from handgrad.recipes import make_optimizer
+
+    rng = np.random.default_rng(0)
+    grads = [rng.standard_normal((6, 5)).astype(np.float32) for _ in range(3)]
+    results = []
+    for lr in (0.01, np.float64(0.01)):
+        p = Parameter(np.random.default_rng(1).standard_normal((6, 5)).astype(np.float32))
+        module = Linear(5, 6, rng=0)
+        module.weight = p
+        opt = make_optimizer(name, module, lr)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        for g in grads:
+            p.grad[...] = g
+            opt.step()
+        results.append(p.data.copy())
+    assert results[0].dtype == np.float32
+    np.testing.assert_array_equal(results[0], results[1])

@@ -36,6 +36,30 @@ def check_non_negative(**values: float) -> None:
             raise ValueError(f"{name} must be >= 0, got {value!r}")
 
 
+def _python_numbers(group: dict[str, Any]) -> dict[str, Any]:
+    """``group`` with NumPy scalars (``lr`` from ``np.logspace``) as Python numbers.
+
+    A Python float is a "weak" scalar: ``float32_array * lr`` stays float32, as in
+    PyTorch. A ``numpy.float64`` is not, and would run every operation of the update
+    in float64 and round back: other numbers than PyTorch's, and slower."""
+    if not any(
+        isinstance(v, np.generic)
+        or (isinstance(v, tuple) and any(isinstance(b, np.generic) for b in v))
+        for v in group.values()
+    ):
+        return group
+    return {
+        k: (
+            v.item()
+            if isinstance(v, np.generic)
+            else tuple(b.item() if isinstance(b, np.generic) else b for b in v)
+            if isinstance(v, tuple)
+            else v
+        )
+        for k, v in group.items()
+    }
+
+
 class Optimizer:
     """Base class of every optimizer.
 
@@ -94,9 +118,10 @@ class Optimizer:
     def step(self) -> None:
         """Update every parameter from its ``grad``, in place."""
         for group in self.param_groups:
+            hyper = _python_numbers(group)
             for p in group["params"]:
                 grad = -p.grad if group.get("maximize", False) else p.grad
-                self._update(p, grad, self.state.setdefault(p, {}), group)
+                self._update(p, grad, self.state.setdefault(p, {}), hyper)
 
     def _update(
         self, param: Parameter, grad: np.ndarray, state: dict[str, Any], group: dict[str, Any]
