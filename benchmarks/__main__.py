@@ -1,6 +1,7 @@
 """Every benchmark of the project in one command: Markdown, JSON and figures.
 
-    python -m benchmarks                      # every suite, 1 and 2 threads (about 25 min)
+    python -m benchmarks                      # every suite, 1 and 2 threads (about 30 min)
+    python -m benchmarks --baseline ../old    # and an older checkout beside this one
     python -m benchmarks --suites mlp,threads # some of them
     python -m benchmarks --quick --out DIR    # a tiny run in seconds (the tests use it)
 
@@ -11,9 +12,14 @@ the GEMM floor: Adam and SGD, float32 and float64, epoch times with the achieved
 GFLOP/s against the floor's, peak memory, inference at batch 10,000, time to 97%
 test accuracy), ``bench_cnn.py`` (LeNet against PyTorch and its GEMM floor, and
 inference), ``bench_threads.py`` (1 against 2 threads, idle and with a busy
-core). Within a suite the contenders alternate, epoch by epoch, each in a process
-of its own; every table gives the median, the fastest and the slowest epoch, so
-the machine's noise shows instead of hiding in one number.
+core), ``bench_train.py`` (``handgrad train`` at its defaults: the whole command
+and its time to 97% validation accuracy) and ``bench_lab.py`` (the lab's answer
+class under the grader's full-set protocol). ``--baseline DIR`` runs the code of
+another checkout beside this one's in the mlp, train and lab suites, as "handgrad
+before": before/after lines from one run. Within a suite the contenders
+alternate, epoch by epoch, each in a process of its own; every table gives the
+median, the fastest and the slowest epoch, so the machine's noise shows instead
+of hiding in one number.
 
 Writes into ``--out`` (default ``docs/benchmarks``): ``README.md`` (every table
 with its command, the hardware and the versions), ``results.json`` (the same
@@ -36,6 +42,7 @@ from pathlib import Path
 from ._bench import hardware, installed_versions
 
 HERE = Path(__file__).resolve().parent
+SUITES = ("mlp", "cnn", "threads", "train", "lab")
 
 
 @dataclass
@@ -71,13 +78,34 @@ def _mlp_runs(threads: list[int], quick: bool) -> list[Run]:
     return runs
 
 
-def _runs(suites: list[str], threads: list[int], quick: bool) -> list[Run]:
+def _runs(
+    suites: list[str], threads: list[int], quick: bool, baseline: str | None = None
+) -> list[Run]:
     """The runs to make, in order, with the arguments each script takes."""
     runs = []
     rounds = ["--rounds", "1"] if quick else []
+    before = ["--baseline", baseline] if baseline else []
     for suite in suites:
         if suite == "mlp":
-            runs += _mlp_runs(threads, quick)
+            runs += [Run(r.suite, r.title, [*r.argv, *before]) for r in _mlp_runs(threads, quick)]
+        elif suite == "train":
+            quick_train = ["--rounds", "1", "--epochs", "1"] if quick else []
+            runs.append(
+                Run(
+                    "train",
+                    "handgrad train at its defaults",
+                    ["bench_train.py", *quick_train, *before],
+                )
+            )
+        elif suite == "lab":
+            size = ["--train-size", "1024"] if quick else []
+            answer = (
+                str(Path(baseline) / "src" / "handgrad" / "lab" / "answer.py") if baseline else ""
+            )
+            lab_before = ["--baseline", answer] if baseline else []
+            runs.append(
+                Run("lab", "The lab's answer class", ["bench_lab.py", *rounds, *size, *lab_before])
+            )
         elif suite == "cnn":
             size = ["--train-size", "256"] if quick else []
             for t in threads:
@@ -203,22 +231,33 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--suites", default="mlp,cnn,threads", help="comma-separated (default: all)")
+    p.add_argument(
+        "--suites",
+        default=",".join(SUITES),
+        help=f"comma-separated, of {', '.join(SUITES)} (default: all)",
+    )
+    p.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help="another checkout of handgrad: its code runs beside this one's in mlp, train and lab",
+    )
     p.add_argument("--threads", default="1,2", help="thread counts for mlp and cnn (default: 1,2)")
     p.add_argument("--quick", action="store_true", help="one round on a few images (a smoke test)")
     p.add_argument("--out", type=Path, default=Path("docs/benchmarks"), help="output directory")
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds a suite may take")
     args = p.parse_args(argv)
     suites = [s for s in args.suites.split(",") if s]
-    unknown = sorted(set(suites) - {"mlp", "cnn", "threads"})
+    unknown = sorted(set(suites) - set(SUITES))
     if unknown:
-        p.error(f"unknown suite(s) {', '.join(unknown)}; choose from mlp, cnn, threads")
+        p.error(f"unknown suite(s) {', '.join(unknown)}; choose from {', '.join(SUITES)}")
     threads = [int(t) for t in args.threads.split(",") if t]
+    if args.baseline and not (Path(args.baseline) / "src" / "handgrad").is_dir():
+        p.error(f"--baseline {args.baseline}: not a checkout of handgrad (no src/handgrad)")
     if not args.out.parent.is_dir():
         p.error(f"--out {args.out}: the directory {args.out.parent} does not exist")
     args.out.mkdir(exist_ok=True)
     when = datetime.date.today().isoformat()
-    runs = _runs(suites, threads, args.quick)
+    runs = _runs(suites, threads, args.quick, args.baseline)
     for run in runs:
         print(f"== {run.title}: {run.command}", flush=True)
         _execute(run, args.timeout)

@@ -29,19 +29,26 @@ TIMING_HEAD = (
 
 
 def add_common_arguments(
-    p: argparse.ArgumentParser, rounds: int, threads_help: str, batch_help: str | None = None
+    p: argparse.ArgumentParser,
+    rounds: int,
+    threads_help: str,
+    batch_help: str | None = None,
+    threads: int = 2,
+    batch: int = 128,
 ) -> None:
     """The options every benchmark script takes. With ``batch_help``, ``--batch-size``
     defaults to None (the script picks) and says so in its help."""
     p.add_argument(
         "--rounds", type=int, default=rounds, help=f"epochs per contender (default: {rounds})"
     )
-    p.add_argument("--threads", type=int, default=2, help=f"{threads_help} (default: 2)")
+    p.add_argument(
+        "--threads", type=int, default=threads, help=f"{threads_help} (default: {threads})"
+    )
     p.add_argument(
         "--batch-size",
         type=int,
-        default=None if batch_help else 128,
-        help=f"samples per step (default: {batch_help or 128})",
+        default=None if batch_help else batch,
+        help=f"samples per step (default: {batch_help or batch})",
     )
     p.add_argument(
         "--train-size", type=int, default=60000, help="training images used (default: all 60,000)"

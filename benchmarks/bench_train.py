@@ -11,7 +11,7 @@ on the training clock without the validation passes, and the test accuracy.
     python benchmarks/bench_train.py --rounds 3 --markdown
     python benchmarks/bench_train.py --rounds 3 --baseline ../handgrad-old --markdown
 
-Extra arguments after ``--`` go to ``handgrad train`` (e.g. ``-- --epochs 3``).
+``--epochs N`` passes ``--epochs N`` on (a smoke test: ``--epochs 1 --rounds 1``).
 """
 
 from __future__ import annotations
@@ -38,9 +38,11 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--target", type=float, default=0.97, help="validation accuracy (default: 0.97)")
     p.add_argument("--baseline", metavar="DIR", help="also run handgrad from another checkout")
     p.add_argument("--markdown", action="store_true", help="also print Markdown tables")
+    p.add_argument("--epochs", type=int, help="passed to handgrad train (default: its own)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("extra", nargs="*", help="arguments for handgrad train (after --)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.extra = [] if args.epochs is None else ["--epochs", str(args.epochs)]
+    return args
 
 
 def worker(extra: list[str]) -> int:
@@ -73,7 +75,7 @@ def worker(extra: list[str]) -> int:
 def _run(env: dict[str, str], extra: list[str]) -> dict[str, Any]:
     t0 = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, __file__, "--worker", "--", *extra],
+        [sys.executable, __file__, "--worker", *extra],
         capture_output=True,
         text=True,
         env={**os.environ, **env},
