@@ -321,3 +321,34 @@ def test_the_benchmark_entry_point_writes_markdown_json_and_figures(tmp_path: Pa
     assert "| handgrad | " in readme and "| time to 97% |" in readme
     if importlib.util.find_spec("matplotlib") is not None:
         assert len(list(out.glob("*.png"))) == 6  # one per timing table
+
+
+# -- handgrad train at its defaults, against another checkout -----------------------------
+
+
+def test_bench_train_runs_the_command_and_a_baseline_beside_it() -> None:
+    """One epoch each of this checkout's ``handgrad train`` and of a "before" checkout
+    (this one again: the same run, to the bit, so the same test accuracy)."""
+    root = BENCHMARKS.parent
+    argv = ["--rounds", "1", "--epochs", "1", "--baseline", str(root), "--target", "0.5"]
+    proc = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "bench_train.py"), *argv],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+        env={**os.environ, "HANDGRAD_BENCH_MARKDOWN_ONLY": ""},
+    )
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("handgrad train --no-save --epochs 1: 1 runs each")
+    assert any(ln.startswith("handgrad before: the same benchmark on ") for ln in lines)
+    rows = {ln.split()[0] + (" before" if " before " in ln else ""): ln for ln in lines[-2:]}
+    assert set(rows) == {"handgrad", "handgrad before"}
+    cells = {name: re.split(r"\s{2,}", row.strip()) for name, row in rows.items()}
+    for name, c in cells.items():
+        wall, training = float(c[1].split()[0]), float(c[2].split()[0])
+        assert 0 < training < wall, (name, c)
+        to_half = float(c[4].split()[0])  # 50% validation accuracy: within the one epoch
+        assert 0 < to_half <= training and c[5] == "1", (name, c)
+    assert cells["handgrad"][6] == cells["handgrad before"][6]  # the same code, the same run
+    assert re.fullmatch(r"\d+\.\d\d%", cells["handgrad"][6])

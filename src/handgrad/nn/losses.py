@@ -171,7 +171,7 @@ class CrossEntropyLoss(Loss):
                 kept = logp if len(rows) == len(logp) else logp[rows]  # (K, C)
                 smooth = -(kept if w is None else kept * w).sum(axis=1)
                 total += float(smooth.sum()) * self.label_smoothing / c
-            denom = float(w_t.sum())
+            denom = float(len(rows)) if w is None else float(w_t.sum())  # ones sum exactly
             self._cache = ("index", logp, rows, tk, w_t, w, input.shape, denom)
         else:
             t = np.asarray(target)
@@ -205,11 +205,18 @@ class CrossEntropyLoss(Loss):
             if len(rows):
                 p = np.exp(logp if every else logp[rows])  # (K, C) softmax
                 w_sum = float(logp.shape[1]) if w is None else float(w.sum())
-                mass = (1 - e) * w_t + e / c * w_sum  # (K,) sum_c q_c per sample
-                g = np.multiply(p, mass[:, None].astype(logp.dtype), out=p)
+                if w is None:  # w_t is all ones: the same numbers, as scalars
+                    t = logp.dtype.type
+                    mass = t(1 - e) + t(e / c * w_sum)  # sum_c q_c, every sample's
+                    g = p if mass == 1 else np.multiply(p, mass, out=p)
+                    hit: np.ndarray | np.floating = t(1 - e)
+                else:
+                    mass_k = (1 - e) * w_t + e / c * w_sum  # (K,) sum_c q_c per sample
+                    g = np.multiply(p, mass_k[:, None].astype(logp.dtype), out=p)
+                    hit = (1 - e) * w_t
                 if e:
                     g -= (e / c) * (1.0 if w is None else w)
-                g[np.arange(len(rows)), tk] -= (1 - e) * w_t
+                g[np.arange(len(rows)), tk] -= hit
                 if every:
                     dx = g
                 else:

@@ -64,6 +64,10 @@ class Module:
     # -- attribute registration -------------------------------------------------
 
     def __setattr__(self, name: str, value: Any) -> None:
+        own = self.__dict__
+        if name in own and name[0] == "_" and not isinstance(value, (Parameter, Module)):
+            own[name] = value  # a private attribute again (a forward's cache): nothing to register
+            return
         if "_parameters" not in self.__dict__:
             raise AttributeError(
                 f"{type(self).__name__}.__init__ must call super().__init__() before "
