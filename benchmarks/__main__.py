@@ -205,6 +205,8 @@ def _figures(runs: list[Run], out: Path) -> list[Path]:
         plt = _pyplot()
     except ImportError:
         return []
+    for old in out.glob("[0-9][0-9]-*.png"):  # a previous run's, numbered otherwise
+        old.unlink()
     made = []
     for i, run in enumerate(runs):
         for table in run.tables:

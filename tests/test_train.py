@@ -448,3 +448,21 @@ def test_fit_predict_and_evaluate_leave_no_batch_caches_behind() -> None:
     before = predict(model, x)
     model.clear_cache()
     assert np.array_equal(predict(model, x), before)
+
+
+def test_integer_images_train_the_same_through_fit_s_reused_batch_buffer() -> None:
+    # fit scales integer batches into buffers it keeps across steps; the public
+    # default_transform makes new arrays: the two must give the same run, bit for bit
+    from handgrad.train import default_transform
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (100, 12), dtype=np.uint8)  # 100 = 3 batches of 32 and one of 4
+    y = rng.integers(0, 3, 100)
+    runs = []
+    for transform in (None, default_transform(np.dtype(np.float32))):
+        model = build_mlp(12, [8], 3, rng=0)
+        fit(model, CrossEntropyLoss(), Adam(model.parameters(), lr=0.01), (x, y),
+            epochs=3, batch_size=32, rng=0, transform=transform)  # fmt: skip
+        runs.append(model.state_dict())
+    for k in runs[0]:
+        np.testing.assert_array_equal(runs[0][k], runs[1][k])

