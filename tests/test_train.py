@@ -466,3 +466,64 @@ def test_integer_images_train_the_same_through_fit_s_reused_batch_buffer() -> No
         runs.append(model.state_dict())
     for k in runs[0]:
         np.testing.assert_array_equal(runs[0][k], runs[1][k])
+
+
+def test_a_divergence_rolls_the_optimizer_back_too_so_the_next_fit_trains() -> None:
+    # A NaN gradient reaches the optimizer (the guard no longer checks gradients):
+    # Adam's moments turn NaN with the weights, and both are rolled back.
+    x, y = _moons(160)
+    model = build_mlp(2, [8], 2, rng=0)
+    opt = Adam(model.parameters(), lr=0.01)
+    fit(model, CrossEntropyLoss(), opt, (x, y), epochs=1, batch_size=16, rng=0)
+    before = [{k: v.copy() for k, v in s.items() if isinstance(v, np.ndarray)}
+              for s in opt.state.values()]  # fmt: skip
+    with pytest.warns(RuntimeWarning, match="non-finite loss"):
+        fit(model, _BadGradientOnCall(bad_call=3, value=np.nan), opt, (x, y),
+            epochs=2, batch_size=16, rng=1)  # fmt: skip
+    after = [{k: v for k, v in s.items() if isinstance(v, np.ndarray)} for s in opt.state.values()]
+    for b, a in zip(before, after, strict=True):
+        for k in b:
+            np.testing.assert_array_equal(a[k], b[k])
+    history = fit(model, CrossEntropyLoss(), opt, (x, y), epochs=2, batch_size=16, rng=2)
+    assert history.stop_reason is None and history.epochs == 2
+
+
+def test_a_divergence_overrides_a_gentler_stop_and_warns() -> None:
+    x, y = _moons(160)
+    model = build_mlp(2, [8], 2, rng=0)
+
+    class StopAtEpochEnd(Callback):
+        def on_train_batch_end(self, batch: int, logs: dict[str, float]) -> None:
+            if batch == 0:
+                self.trainer.request_stop("asked to stop after this epoch")
+
+    with pytest.warns(RuntimeWarning, match="non-finite loss"):
+        history = fit(model, _NaNOnCall(bad_call=4), Adam(model.parameters(), lr=0.01), (x, y),
+                      epochs=3, batch_size=16, rng=0, callbacks=[StopAtEpochEnd()])  # fmt: skip
+    assert str(history.stop_reason).startswith("non-finite loss (nan) at epoch 1, batch 4")
+
+
+def test_training_a_model_that_is_already_nan_is_refused() -> None:
+    x, y = _moons(64)
+    model = build_mlp(2, [8], 2, rng=0)
+    next(iter(model.parameters())).data[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite values before training"):
+        fit(model, CrossEntropyLoss(), Adam(model.parameters()), (x, y), epochs=1)
+
+
+def test_augment_gets_a_fresh_array_for_every_integer_batch() -> None:
+    # fit's reused buffer is only for batches nothing else sees: an augment may keep one
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (64, 4), dtype=np.uint8)
+    y = rng.integers(0, 2, 64)
+    seen: list[np.ndarray] = []
+
+    def keep(xb: np.ndarray, generator: np.random.Generator) -> np.ndarray:
+        seen.append(xb)
+        return xb
+
+    model = build_mlp(4, [4], 2, rng=0)
+    fit(model, CrossEntropyLoss(), Adam(model.parameters()), (x, y), epochs=1, batch_size=16,
+        rng=0, augment=keep)  # fmt: skip
+    assert len(seen) == 4 and len({id(a) for a in seen}) == 4
+    assert not any(np.shares_memory(a, b) for i, a in enumerate(seen) for b in seen[i + 1 :])

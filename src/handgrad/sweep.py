@@ -281,7 +281,7 @@ def _run_trial(job: Job, study: optuna.Study, trial: optuna.Trial, data: SweepDa
             print(f"{head}  {when}: val {val:.2%}  {shown}  {seconds:.1f} s", flush=True)
         return
     diverged = bool(history.stop_reason) and history.stop_reason.startswith("non-finite")
-    if diverged:  # scored on the weights fit restored: those of the last finite step
+    if diverged:  # scored on the weights fit restored: those its last epoch began with
         trial.set_user_attr("note", "diverged")
         value = evaluate(model, CrossEntropyLoss(), *data.val)["accuracy"]
     else:

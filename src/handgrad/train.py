@@ -23,7 +23,7 @@ import math
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -225,27 +225,37 @@ def all_finite(x: np.ndarray) -> bool:
     return all(bool(np.isfinite(flat[i : i + chunk]).all()) for i in range(0, flat.size, chunk))
 
 
+def _state_arrays(state: Any) -> list[np.ndarray]:
+    """The float arrays in an optimizer's ``state`` (a mapping of mappings in
+    handgrad; a duck-typed optimizer's may hold arrays directly)."""
+    if isinstance(state, np.ndarray):
+        return [state] if state.dtype.kind == "f" else []
+    if isinstance(state, Mapping):
+        return [a for value in state.values() for a in _state_arrays(value)]
+    return []
+
+
 def _finite_state(model: Module, optimizer: Any) -> bool:
     """True when every weight, buffer and optimizer state array is finite."""
     arrays = [p.data for p in model.parameters()]
-    arrays += [b for _, b in model.named_buffers() if np.issubdtype(b.dtype, np.floating)]
-    for state in getattr(optimizer, "state", {}).values():
-        arrays += [v for v in state.values() if isinstance(v, np.ndarray) and v.dtype.kind == "f"]
+    arrays += [b for _, b in model.named_buffers() if b.dtype.kind == "f"]
+    arrays += _state_arrays(getattr(optimizer, "state", None))
     return all(all_finite(a) for a in arrays)
 
 
 class _Snapshot:
-    """The weights and buffers where this run's current epoch began (or where a
-    resumed run picked it up): what the divergence guard restores.
+    """Where this run's current epoch began (or where a resumed run picked it up):
+    the weights, buffers, optimizer and schedule state the divergence guard restores.
 
-    Taken once per epoch into the same arrays, it costs nothing per step: the
-    guard checks one number a step, the loss (a non-finite gradient makes the
-    weights non-finite, and so the next step's loss), and the whole state once
-    at the end of each epoch."""
+    Taken once per epoch, it costs nothing per step: the guard checks one number a
+    step, the loss (a non-finite gradient makes the weights non-finite, and so the
+    next step's loss), and the whole state once at the end of each epoch."""
 
-    def __init__(self, model: Module) -> None:
-        self.model = model
+    def __init__(self, model: Module, optimizer: Any, scheduler: Any) -> None:
+        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.state = model.state_dict()
+        self.optimizer_state: Any = None
+        self.scheduler_state: Any = None
         self.where = ""
 
     def take(self, where: str) -> None:
@@ -253,10 +263,19 @@ class _Snapshot:
             np.copyto(self.state[name], p.data)
         for name, buf in self.model.named_buffers():
             np.copyto(self.state[name], buf)
+        if hasattr(self.optimizer, "state_dict"):  # copies: a few weight-sized arrays
+            self.optimizer_state = self.optimizer.state_dict()
+        if hasattr(self.scheduler, "state_dict"):
+            self.scheduler_state = self.scheduler.state_dict()
         self.where = where
 
     def restore(self) -> None:
-        self.model.load_state_dict(self.state)
+        # strict=False: state_dict names a shared parameter once, under its first name
+        self.model.load_state_dict(self.state, strict=False)
+        if self.optimizer_state is not None:
+            self.optimizer.load_state_dict(self.optimizer_state)
+        if self.scheduler_state is not None:
+            self.scheduler.load_state_dict(self.scheduler_state)
 
 
 def _diverged(problem: str, where: str, snapshot: _Snapshot) -> str:
@@ -396,7 +415,9 @@ def fit(
     generator = as_generator(rng)
     prep = transform or default_transform(model_dtype(model))
     # integer images by default: scaled into fit's own buffer, not two new arrays a step
-    to_float = _Scaled(model_dtype(model)) if transform is None and x.dtype.kind in "iu" else None
+    # (not for augment, which may keep a batch: the buffer holds only the current one)
+    plain = transform is None and augment is None and x.dtype.kind in "iu"
+    to_float = _Scaled(model_dtype(model)) if plain else None
     n = len(x)
     steps = num_batches(n, int(batch_size))
     scheduler = _fit_setup.build_scheduler(scheduler, optimizer, steps)
@@ -425,7 +446,12 @@ def fit(
 
     # BLAS and handgrad threads for this model (handgrad._threads), restored after
     with _threads.for_run(model, threads):
-        snapshot = _Snapshot(model)
+        if not _finite_state(model, optimizer):
+            raise ValueError(
+                "the model's weights or buffers, or the optimizer's state, hold NaN or "
+                "infinite values before training: nothing to train from"
+            )
+        snapshot = _Snapshot(model, optimizer, scheduler)
         for epoch in range(trainer.epoch, int(epochs)):
             trainer.epoch = epoch
             if not resumed:
@@ -470,6 +496,7 @@ def fit(
                             else (f", after the update of batch {step} made the weights non-finite")
                         )
                         snapshot.restore()
+                        history.stop_reason = None  # this says more than any reason before
                         trainer.request_stop(
                             _diverged(
                                 f"non-finite loss ({value})",

@@ -88,7 +88,7 @@ def _class_targets(
 def _kept_rows(t: np.ndarray, ignore_index: int, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """The rows whose label is not ``ignore_index``, and their labels."""
     if not t.size or (not 0 <= ignore_index < n_classes and 0 <= t.min() and t.max() < n_classes):
-        return np.arange(t.size), t  # no label is ignore_index: every row counts
+        return np.arange(t.size), t.copy()  # no label is ignore_index: every row counts
     rows = np.flatnonzero(t != ignore_index)
     return rows, t[rows]
 

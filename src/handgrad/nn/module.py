@@ -65,7 +65,17 @@ class Module:
 
     def __setattr__(self, name: str, value: Any) -> None:
         own = self.__dict__
-        if name in own and name[0] == "_" and not isinstance(value, (Parameter, Module)):
+        params, modules = own.get("_parameters"), own.get("_modules")
+        if (
+            name in own
+            and name[0] == "_"
+            and params is not None
+            and modules is not None
+            and name not in params
+            and name not in modules
+            and name not in own["_buffers"]
+            and not isinstance(value, (Parameter, Module))
+        ):
             own[name] = value  # a private attribute again (a forward's cache): nothing to register
             return
         if "_parameters" not in self.__dict__:
@@ -392,32 +402,35 @@ class Sequential(Module):
         }
         return fused
 
-    def _key(self) -> tuple[object, ...]:
-        """What :meth:`_order` depends on: the modules, and the settings of those it
-        may swap or fuse (a pooling's windows, a convolution's groups)."""
-        return tuple(
-            (
-                m,
-                getattr(m, "kernel_size", None),
-                getattr(m, "stride", None),
-                getattr(m, "padding", None),
-                getattr(m, "dilation", None),
-                getattr(m, "groups", None),
+    def _key(self) -> tuple[tuple[Module, ...], tuple[object, ...]]:
+        """What :meth:`_order` depends on: the modules (compared by identity), and the
+        settings of those it may swap or fuse (a pooling's windows, a convolution's
+        groups)."""
+        modules = tuple(self._modules.values())
+        settings = tuple(
+            tuple(
+                getattr(m, a, None)
+                for a in ("kernel_size", "stride", "padding", "dilation", "groups")
             )
+            for m in modules
             if m.__dict__.get("kernel_size") is not None
-            else m
-            for m in self._modules.values()
         )
+        return modules, settings
 
     def _plan(self) -> list[Module]:
         """:meth:`_order`, worked out again only when the modules changed (an MLP's
         step spent 15 us on it)."""
-        key = self._key()
+        modules, settings = self._key()
         plan = self.__dict__.get("_plan_cache")
-        if plan is None or plan[0] != key:
-            plan = (key, self._order())
+        if (
+            plan is None
+            or len(plan[0]) != len(modules)
+            or any(a is not b for a, b in zip(plan[0], modules, strict=True))
+            or plan[1] != settings
+        ):
+            plan = (modules, settings, self._order())
             self.__dict__["_plan_cache"] = plan
-        return plan[1]
+        return plan[2]
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         order = self._plan()

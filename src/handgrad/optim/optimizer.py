@@ -37,27 +37,18 @@ def check_non_negative(**values: float) -> None:
 
 
 def _python_numbers(group: dict[str, Any]) -> dict[str, Any]:
-    """``group`` with NumPy scalars (``lr`` from ``np.logspace``) as Python numbers.
+    """``group``, its NumPy scalars (``lr`` from ``np.logspace``) made Python numbers
+    in place.
 
     A Python float is a "weak" scalar: ``float32_array * lr`` stays float32, as in
     PyTorch. A ``numpy.float64`` is not, and would run every operation of the update
     in float64 and round back: other numbers than PyTorch's, and slower."""
-    if not any(
-        isinstance(v, np.generic)
-        or (isinstance(v, tuple) and any(isinstance(b, np.generic) for b in v))
-        for v in group.values()
-    ):
-        return group
-    return {
-        k: (
-            v.item()
-            if isinstance(v, np.generic)
-            else tuple(b.item() if isinstance(b, np.generic) else b for b in v)
-            if isinstance(v, tuple)
-            else v
-        )
-        for k, v in group.items()
-    }
+    for k, v in group.items():
+        if isinstance(v, np.generic):
+            group[k] = v.item()
+        elif isinstance(v, tuple) and any(isinstance(b, np.generic) for b in v):
+            group[k] = tuple(b.item() if isinstance(b, np.generic) else b for b in v)
+    return group
 
 
 class Optimizer:

@@ -8,7 +8,7 @@ step goes further along directions the gradients agree on. Its exercise sweeps
 the learning rate over 0.001, 0.01, 0.1 and 1.0 (and 10): too small and 10
 epochs are not enough, too large and the steps overshoot. Divergence is detected
 two ways and reported in the table, never a crash: a loss that becomes NaN or
-infinite (``fit``'s guard stops the run and restores the last finite weights),
+infinite (``fit``'s guard stops the run and restores the weights the epoch began with),
 and a batch loss above ``3 ln 10``, three times that of a uniform guess, after
 which the ReLUs are often dead and the loss never comes back. A run that ends
 no better than chance (``ln 10``) is reported as failed. Every run starts from
