@@ -320,8 +320,7 @@ class TrainingCheckpoint(Callback):
         # Not after a divergence: fit rolled the weights and the optimizer back to
         # the epoch's start, which is the previous epoch's checkpoint, while this
         # epoch's position (its batch, its losses) would say otherwise.
-        diverged = (self.trainer.history.stop_reason or "").startswith("non-finite")
-        if self.every_epoch and not diverged:
+        if self.every_epoch and not self.trainer.history.diverged:
             self.save()
 
     def on_train_end(self) -> None:

@@ -61,6 +61,12 @@ class History:
     def epochs(self) -> int:
         return len(self.history.get("loss", []))
 
+    @property
+    def diverged(self) -> bool:
+        """True when the divergence guard stopped the run (a NaN or infinite loss,
+        weights or optimizer state)."""
+        return (self.stop_reason or "").startswith("non-finite")
+
     def append(self, logs: dict[str, float]) -> None:
         for key, value in logs.items():
             self.history.setdefault(key, []).append(float(value))
@@ -278,10 +284,15 @@ class _Snapshot:
             self.scheduler.load_state_dict(self.scheduler_state)
 
 
-def _diverged(problem: str, where: str, snapshot: _Snapshot) -> str:
-    return (
+def _roll_back(trainer: Trainer, snapshot: _Snapshot, problem: str, where: str) -> None:
+    """Restore ``snapshot`` and stop the run at once, saying why. A divergence says
+    more than any stop asked for before it, and a rolled-back run is not resumable."""
+    snapshot.restore()
+    trainer.interrupted, trainer.history.stop_reason = False, None
+    trainer.request_stop(
         f"{problem} at {where}: stopped; the weights are restored to those at "
-        f"{snapshot.where} (try a lower learning rate)"
+        f"{snapshot.where} (try a lower learning rate)",
+        immediately=True,
     )
 
 
@@ -417,7 +428,7 @@ def fit(
     # integer images by default: scaled into fit's own buffer, not two new arrays a step
     # (not for augment, which may keep a batch: the buffer holds only the current one)
     plain = transform is None and augment is None and x.dtype.kind in "iu"
-    to_float = _Scaled(model_dtype(model)) if plain else None
+    batch_x = _Scaled(model_dtype(model)) if plain else prep
     n = len(x)
     steps = num_batches(n, int(batch_size))
     scheduler = _fit_setup.build_scheduler(scheduler, optimizer, steps)
@@ -479,7 +490,7 @@ def fit(
             for step, idx in enumerate(
                 index_batches(order, batch_size, start=trainer.step), start=trainer.step
             ):
-                xb, yb = (prep(x[idx]) if to_float is None else to_float(x[idx])), y[idx]
+                xb, yb = batch_x(x[idx]), y[idx]
                 if augment is not None:
                     xb = augment(xb, generator)
                 # A diverging run overflows somewhere in the step; the loss check
@@ -495,15 +506,11 @@ def fit(
                             if _finite_state(model, optimizer)
                             else (f", after the update of batch {step} made the weights non-finite")
                         )
-                        snapshot.restore()
-                        history.stop_reason = None  # this says more than any reason before
-                        trainer.request_stop(
-                            _diverged(
-                                f"non-finite loss ({value})",
-                                f"epoch {epoch + 1}, batch {step + 1}{cause}",
-                                snapshot,
-                            ),
-                            immediately=True,
+                        _roll_back(
+                            trainer,
+                            snapshot,
+                            f"non-finite loss ({value})",
+                            f"epoch {epoch + 1}, batch {step + 1}{cause}",
                         )
                         break
                     optimizer.zero_grad()
@@ -523,19 +530,13 @@ def fit(
                     cb.on_train_batch_end(step, {"loss": value, "size": len(idx)})
                 if trainer.stop_now:
                     break
-            if not (history.stop_reason or "").startswith("non-finite") and not _finite_state(
-                model, optimizer
-            ):
+            if not history.diverged and not _finite_state(model, optimizer):
                 # the last update went non-finite, or one whose loss never showed it
-                snapshot.restore()
-                trainer.interrupted, history.stop_reason = False, None  # not resumable
-                trainer.request_stop(
-                    _diverged(
-                        "non-finite weights or optimizer state",
-                        f"the end of epoch {epoch + 1} (after batch {trainer.step})",
-                        snapshot,
-                    ),
-                    immediately=True,
+                _roll_back(
+                    trainer,
+                    snapshot,
+                    "non-finite weights or optimizer state",
+                    f"the end of epoch {epoch + 1} (after batch {trainer.step})",
                 )
             if seen == 0 or (trainer.interrupted and trainer.step < steps):
                 break  # an interrupted epoch stays open for a resumed run to finish
@@ -569,8 +570,8 @@ def fit(
         model.eval()
         model.clear_cache()  # the last batch's activations: a trained model holds its weights
         loss.clear_cache()
-    if history.stop_reason and history.stop_reason.startswith("non-finite"):
-        warnings.warn(history.stop_reason, RuntimeWarning, stacklevel=2)
+    if history.diverged:
+        warnings.warn(str(history.stop_reason), RuntimeWarning, stacklevel=2)
     return history
 
 

@@ -374,7 +374,7 @@ def failure(
 
 
 def diverged(history: Any) -> bool:
-    return bool(history.stop_reason) and history.stop_reason.startswith("non-finite")
+    return bool(history.diverged)
 
 
 def _fit_quietly(*fit_args: Any, **fit_kwargs: Any) -> Any:

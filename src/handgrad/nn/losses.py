@@ -85,11 +85,12 @@ def _class_targets(
     return t
 
 
-def _kept_rows(t: np.ndarray, ignore_index: int, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """The rows whose label is not ``ignore_index``, and their labels."""
-    if not t.size or (not 0 <= ignore_index < n_classes and 0 <= t.min() and t.max() < n_classes):
-        return np.arange(t.size), t.copy()  # no label is ignore_index: every row counts
-    rows = np.flatnonzero(t != ignore_index)
+def _kept_rows(t: np.ndarray, ignore_index: int) -> tuple[np.ndarray, np.ndarray]:
+    """The rows whose label is not ``ignore_index``, and (a copy of) their labels."""
+    ignored = t == ignore_index
+    if not ignored.any():
+        return np.arange(t.size), t.copy()  # every row counts: no mask to apply
+    rows = np.flatnonzero(~ignored)
     return rows, t[rows]
 
 
@@ -163,7 +164,7 @@ class CrossEntropyLoss(Loss):
         e = x.dtype.type(self.label_smoothing)
         if np.asarray(target).dtype.kind in "iu":  # np.integer
             t = _class_targets(target, input.shape, c, self.ignore_index, "CrossEntropyLoss")
-            rows, tk = _kept_rows(t, self.ignore_index, c)
+            rows, tk = _kept_rows(t, self.ignore_index)
             w_t = np.ones(len(rows), x.dtype) if w is None else w[tk]
             nll = -logp[rows, tk]  # (K,)
             total = float(np.dot(w_t, nll)) * (1.0 - self.label_smoothing)

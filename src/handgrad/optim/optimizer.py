@@ -36,9 +36,9 @@ def check_non_negative(**values: float) -> None:
             raise ValueError(f"{name} must be >= 0, got {value!r}")
 
 
-def _python_numbers(group: dict[str, Any]) -> dict[str, Any]:
-    """``group``, its NumPy scalars (``lr`` from ``np.logspace``) made Python numbers
-    in place.
+def _python_numbers(group: dict[str, Any]) -> None:
+    """Make ``group``'s NumPy scalars (``lr`` from ``np.logspace``) Python numbers, in
+    place.
 
     A Python float is a "weak" scalar: ``float32_array * lr`` stays float32, as in
     PyTorch. A ``numpy.float64`` is not, and would run every operation of the update
@@ -48,7 +48,6 @@ def _python_numbers(group: dict[str, Any]) -> dict[str, Any]:
             group[k] = v.item()
         elif isinstance(v, tuple) and any(isinstance(b, np.generic) for b in v):
             group[k] = tuple(b.item() if isinstance(b, np.generic) else b for b in v)
-    return group
 
 
 class Optimizer:
@@ -109,10 +108,10 @@ class Optimizer:
     def step(self) -> None:
         """Update every parameter from its ``grad``, in place."""
         for group in self.param_groups:
-            hyper = _python_numbers(group)
+            _python_numbers(group)
             for p in group["params"]:
                 grad = -p.grad if group.get("maximize", False) else p.grad
-                self._update(p, grad, self.state.setdefault(p, {}), hyper)
+                self._update(p, grad, self.state.setdefault(p, {}), group)
 
     def _update(
         self, param: Parameter, grad: np.ndarray, state: dict[str, Any], group: dict[str, Any]
